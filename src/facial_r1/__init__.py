@@ -1,0 +1,1 @@
+"""Facial-R1 reimplementation."""
