@@ -62,12 +62,70 @@ ACTION_UNITS: dict[int, ActionUnit] = {
 
 # Benchmark AU vocabularies (what a dataset annotates) and the subsets F1 is usually reported on.
 AU_VOCAB: dict[str, tuple[int, ...]] = {
-    "facial_r1": (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 27, 28, 29,
-                  30, 31, 32, 43),
+    "facial_r1": (
+        1,
+        2,
+        4,
+        5,
+        6,
+        7,
+        9,
+        10,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        20,
+        22,
+        23,
+        24,
+        25,
+        26,
+        27,
+        28,
+        29,
+        30,
+        31,
+        32,
+        43,
+    ),
     "faba": (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 20, 23, 24, 25, 26, 27, 43),
     "disfa": (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26),
     "bp4d": (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24),
-    "raf_au": (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 16, 17, 18, 19, 20, 22, 23, 24, 25, 26, 27, 28, 29, 30, 32, 43),
+    "raf_au": (
+        1,
+        2,
+        4,
+        5,
+        6,
+        7,
+        9,
+        10,
+        12,
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        20,
+        22,
+        23,
+        24,
+        25,
+        26,
+        27,
+        28,
+        29,
+        30,
+        32,
+        43,
+    ),
 }
 AU_EVAL_SUBSET: dict[str, tuple[int, ...]] = {
     "disfa8": (1, 2, 4, 6, 9, 12, 25, 26),
@@ -77,7 +135,16 @@ AU_EVAL_SUBSET: dict[str, tuple[int, ...]] = {
 }
 
 # Facial-R1's label words: lowercase nouns.
-EMOTIONS: tuple[str, ...] = ("anger", "contempt", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+EMOTIONS: tuple[str, ...] = (
+    "anger",
+    "contempt",
+    "disgust",
+    "fear",
+    "happiness",
+    "neutral",
+    "sadness",
+    "surprise",
+)
 BASIC7: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 # Label index orders of the public datasets (see facs.md). Index -> word.

@@ -1,0 +1,40 @@
+"""Token sampling for the rollout engine: temperature, nucleus (top-p), suppressed ids. Plain torch."""
+
+from __future__ import annotations
+
+import torch
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Set logits outside the smallest set whose probability mass reaches ``top_p`` to -inf. logits: [N, V]."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    # Keep a token if the mass *before* it is below top_p, so the most likely token always survives.
+    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_p: float,
+    do_sample: bool,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick the next token of each row and return (token [N], its log-prob [N] under the temperature-scaled policy).
+
+    The log-prob is taken *before* top-p truncation: the policy being optimised is softmax(logits / T), and the
+    GRPO loss recomputes exactly that quantity (``token_logprobs_from_logits`` with the same temperature).
+    """
+    scaled = logits.float() / temperature
+    logp = scaled.log_softmax(dim=-1)
+    if do_sample:
+        probs = top_p_filter(scaled, top_p).softmax(dim=-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    else:
+        tokens = scaled.argmax(dim=-1)
+    return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)

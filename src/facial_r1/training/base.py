@@ -1,0 +1,52 @@
+"""What both stage modules share: the model registration and periodic generation-based validation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+from facial_r1.evaluation.runner import evaluate_records, scalar_metrics
+
+log = logging.getLogger(__name__)
+
+
+class StageModule(L.LightningModule):
+    """Holds the adapter (its ``model`` registered so Lightning moves, checkpoints and optimises it)."""
+
+    def __init__(self, adapter, prompt, stage, reward=None, val_records=None, au_subset=None):
+        super().__init__()
+        self.adapter = adapter
+        self.model = adapter.model
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
+        self.prompt, self.stage, self.reward, self.au_subset = prompt, stage, reward, au_subset
+        self.val_records = list(val_records or [])[: int(stage.eval.num_samples)]
+        self._last_eval_step = -1
+
+    def maybe_validate(self) -> None:
+        """Greedy validation every ``stage.eval.every_n_steps`` optimizer steps (rank 0 generates, all log)."""
+        every = int(self.stage.eval.every_n_steps)
+        step = self.trainer.global_step
+        if every > 0 and self.val_records and step > 0 and step % every == 0 and self._last_eval_step != step:
+            self._last_eval_step = step
+            self.validate_generation()
+
+    def validate_generation(self) -> dict[str, Any]:
+        """Greedy generation on the val split; logs ``val/*`` (accuracy, UAR, AU F1, format, consistency...)."""
+        metrics, _ = evaluate_records(
+            self.adapter,
+            self.val_records,
+            self.prompt,
+            reward=self.reward,
+            au_subset=self.au_subset,
+            batch_size=int(self.stage.eval.batch_size),
+            max_new_tokens=int(self.stage.eval.max_new_tokens),
+            progress=False,
+            desc="val",
+        )
+        scalars = scalar_metrics(metrics, "val")
+        if scalars:
+            self.log_dict(scalars, batch_size=len(self.val_records), sync_dist=True)
+        log.info("step %d val: %s", self.trainer.global_step, {k: round(v, 3) for k, v in scalars.items()})
+        return metrics

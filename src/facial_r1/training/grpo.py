@@ -1,0 +1,328 @@
+"""Stage 2: GRPO with verifiable rewards, a LightningModule with manual optimisation.
+
+``training_step`` reads as the algorithm: rollout -> score -> advantages -> old / reference log-probs -> update ->
+log. The math lives in :mod:`facial_r1.grpo.objective` (plain torch, unit-tested); the model-family work (prefix-
+shared rollouts, log-prob recomputation, the reference policy) in the adapter.
+
+Departures from the published Facial-R1 trainer, on purpose:
+- one loss per batch with one advantage per completion (the official code adds the loss once per reward function,
+  weighting reasoning tokens more); per-token weights are not reproduced;
+- the k3 KL is clamped (``kl_clamp``; null reproduces the unclamped official term);
+- rollouts share the prompt prefill across the G samples (HF ``generate`` in the official code repeats it G times);
+- zero-variance groups can be masked or resampled (the official code keeps them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from facial_r1.data.images import load_image
+from facial_r1.grpo.config import GRPOConfig, LossAggregation, ZeroStd
+from facial_r1.grpo.objective import build_loss_mask, group_advantages, grpo_loss
+from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams
+from facial_r1.training.base import StageModule
+from facial_r1.training.optim import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    """One prompt and its G scored completions (the unit that resampling swaps)."""
+
+    record: dict[str, Any]
+    image: Any
+    ids: torch.Tensor  # [G, T]
+    mask: torch.Tensor  # [G, T]
+    logprobs: torch.Tensor  # [G, T]
+    truncated: torch.Tensor  # [G]
+    texts: list[str]
+    rewards: torch.Tensor  # [G] total
+    components: dict[str, list[float | None]]
+
+    @property
+    def flat(self) -> bool:
+        return bool((self.rewards.max() - self.rewards.min()).abs() == 0)
+
+
+@dataclass
+class RolloutBatch:
+    """The scored rollout of one step: B groups stacked, with the prompts encoded once."""
+
+    groups: list[Group]
+    prompts: PromptBatch
+    rollout: Rollout
+    rewards: torch.Tensor  # [N]
+    components: dict[str, list[float | None]]
+    resampled: int = 0
+
+
+class GRPOModule(StageModule):
+    def __init__(
+        self, adapter, prompt, reward, stage, val_records=None, au_subset=None, resample_records=None
+    ):
+        super().__init__(adapter, prompt, stage, reward=reward, val_records=val_records, au_subset=au_subset)
+        self.automatic_optimization = False
+        objective = stage.objective
+        self.cfg = GRPOConfig(
+            **(OmegaConf.to_container(objective) if OmegaConf.is_config(objective) else objective)
+        )
+        self.micro_batch_size = stage.get("micro_batch_size")
+        self.resample_records = list(resample_records or [])
+
+    def on_fit_start(self) -> None:
+        if self.cfg.beta > 0:
+            self.adapter.init_reference()  # snapshot before the first update (no-op with LoRA)
+
+    # ------------------------------------------------------------------ the algorithm
+    def training_step(self, batch: dict[str, list], batch_idx: int) -> None:
+        t0 = time.perf_counter()
+        scored = self.rollout_and_score(batch["records"], batch["images"])  # 1-2. rollout, score
+        t1 = time.perf_counter()
+        ro = scored.rollout
+        advantages, adv_stats = group_advantages(  # 3. advantages
+            scored.rewards,
+            ro.prompt_index,
+            scale=self.cfg.advantage_scale,
+            eps=self.cfg.adv_eps,
+            unbiased=self.cfg.adv_unbiased_std,
+        )
+        loss_mask = build_loss_mask(ro.completion_mask, ro.truncated, adv_stats.zero_std, self.cfg)
+        old_logp = self.policy_logprobs(scored) if self.cfg.num_iterations > 1 else None  # 4. old / ref
+        ref_logp = self.reference_logprobs(scored) if self.cfg.beta > 0 else None
+        metrics = self.update(
+            scored, advantages.to(self.device), loss_mask.to(self.device), old_logp, ref_logp
+        )  # 5
+        t2 = time.perf_counter()
+        self.log_step(scored, advantages, adv_stats, metrics, rollout_s=t1 - t0, update_s=t2 - t1)  # 6. log
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.maybe_validate()
+
+    # ------------------------------------------------------------------ 1-2. rollout and score
+    def sampling_params(self, salt: int = 0) -> SamplingParams:
+        # Seeded by (seed, step, rank, salt): a resumed run draws exactly the rollouts the killed one would have.
+        seed = (int(self.stage.seed) * 1_000_003 + self.global_step * 101 + self.global_rank) * 7 + salt
+        return SamplingParams(
+            max_new_tokens=self.cfg.max_completion_length,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p,
+            do_sample=True,
+            num_samples=self.cfg.num_generations,
+            seed=seed,
+        )
+
+    def _groups(self, records: list[dict], images: list, salt: int) -> list[Group]:
+        prompts = self.adapter.encode_prompts(images, [self.prompt.user_text(r) for r in records])
+        ro = self.adapter.generate(prompts, self.sampling_params(salt))
+        samples = [records[i] for i in ro.prompt_index.tolist()]
+        scores = self.reward(ro.texts, samples)
+        total = torch.tensor(scores.total, dtype=torch.float32)
+        G = self.cfg.num_generations
+        groups = []
+        for g, (record, image) in enumerate(zip(records, images)):
+            sl = slice(g * G, (g + 1) * G)
+            groups.append(
+                Group(
+                    record,
+                    image,
+                    ro.completion_ids[sl].cpu(),
+                    ro.completion_mask[sl].cpu(),
+                    ro.logprobs[sl].cpu(),
+                    ro.truncated[sl].cpu(),
+                    ro.texts[sl],
+                    total[sl],
+                    {k: list(v[sl]) for k, v in scores.per_component.items()},
+                )
+            )
+        return groups
+
+    def rollout_and_score(self, records: list[dict], images: list) -> RolloutBatch:
+        """B prompts x G completions, scored; with ``zero_std=resample``, flat groups are swapped for fresh prompts."""
+        groups = self._groups(records, images, salt=0)
+        resampled = 0
+        if self.cfg.zero_std == ZeroStd.RESAMPLE and self.resample_records:
+            gen = torch.Generator().manual_seed(int(self.stage.seed) * 7919 + self.global_step)
+            for round_ in range(1, self.cfg.max_resample_rounds + 1):
+                flat = [i for i, g in enumerate(groups) if g.flat]
+                if not flat:
+                    break
+                picks = torch.randint(len(self.resample_records), (len(flat),), generator=gen).tolist()
+                fresh_records = [self.resample_records[p] for p in picks]
+                fresh = self._groups(fresh_records, [load_image(r) for r in fresh_records], salt=round_)
+                for slot, new in zip(flat, fresh):
+                    if not new.flat:
+                        groups[slot] = new
+                        resampled += 1
+        return self._stack(groups, resampled)
+
+    def _stack(self, groups: list[Group], resampled: int) -> RolloutBatch:
+        T = max(g.ids.shape[1] for g in groups)
+
+        def pad(x: torch.Tensor, value: float) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value)
+
+        G = self.cfg.num_generations
+        prompts = self.adapter.encode_prompts(
+            [g.image for g in groups], [self.prompt.user_text(g.record) for g in groups]
+        )
+        rollout = Rollout(
+            prompt_index=torch.arange(len(groups)).repeat_interleave(G),
+            completion_ids=torch.cat([pad(g.ids, self.adapter.pad_id) for g in groups]),
+            completion_mask=torch.cat([pad(g.mask, 0.0) for g in groups]),
+            logprobs=torch.cat([pad(g.logprobs, 0.0) for g in groups]),
+            truncated=torch.cat([g.truncated for g in groups]),
+            texts=[t for g in groups for t in g.texts],
+        )
+        components = {k: [v for g in groups for v in g.components[k]] for k in groups[0].components}
+        return RolloutBatch(
+            groups, prompts, rollout, torch.cat([g.rewards for g in groups]), components, resampled
+        )
+
+    # ------------------------------------------------------------------ 4. old / reference log-probs
+    @torch.no_grad()
+    def policy_logprobs(self, scored: RolloutBatch) -> torch.Tensor:
+        ro = scored.rollout
+        logp, _ = self.adapter.completion_logprobs(
+            scored.prompts, ro.completion_ids, ro.prompt_index, temperature=self.cfg.temperature
+        )
+        return logp
+
+    @torch.no_grad()
+    def reference_logprobs(self, scored: RolloutBatch) -> torch.Tensor:
+        ro = scored.rollout
+        with self.adapter.reference() as ref_model:
+            logp, _ = self.adapter.completion_logprobs(
+                scored.prompts,
+                ro.completion_ids,
+                ro.prompt_index,
+                temperature=self.cfg.temperature,
+                model=ref_model,
+            )
+        return logp
+
+    # ------------------------------------------------------------------ 5. update
+    def _micro_batches(self, n: int) -> list[torch.Tensor]:
+        size = int(self.micro_batch_size or n)
+        return list(torch.arange(n).split(size))
+
+    def _micro_weight(self, mask: torch.Tensor, idx: torch.Tensor) -> float:
+        """Scale of one micro-batch's loss so the sum equals the aggregation over the whole rollout batch."""
+        mode = self.cfg.loss_aggregation
+        if mode == LossAggregation.DAPO:
+            return 1.0  # already divided by the whole batch's active tokens
+        if mode == LossAggregation.BNPO:
+            return float(mask[idx].sum() / mask.sum().clamp(min=1))
+        if mode == LossAggregation.GRPO:
+            active = mask.sum(1) > 0
+            return float(active[idx].sum() / active.sum().clamp(min=1))
+        return len(idx) / mask.shape[0]  # dr_grpo
+
+    def update(self, scored, advantages, loss_mask, old_logp, ref_logp) -> dict[str, float]:
+        """mu optimizer steps on this rollout batch, each accumulated over micro-batches of completions."""
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        ro = scored.rollout
+        ids, pidx = ro.completion_ids.to(self.device), ro.prompt_index.to(self.device)
+        num_active = self.trainer.strategy.reduce(loss_mask.sum().float(), reduce_op="mean")
+        sums: dict[str, float] = {}
+        entropy_sum, entropy_tokens = 0.0, 0.0
+        for _ in range(self.cfg.num_iterations):
+            for idx in self._micro_batches(ids.shape[0]):
+                idx = idx.to(self.device)
+                logp, entropy = self.adapter.completion_logprobs(
+                    scored.prompts, ids[idx], pidx[idx], temperature=self.cfg.temperature, with_entropy=True
+                )
+                loss, metrics = grpo_loss(
+                    logp,
+                    None if old_logp is None else old_logp[idx],
+                    None if ref_logp is None else ref_logp[idx],
+                    advantages[idx],
+                    loss_mask[idx],
+                    self.cfg,
+                    num_active_tokens=num_active,
+                )
+                weight = self._micro_weight(loss_mask, idx.cpu())
+                self.manual_backward(loss * weight)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * weight
+                m = loss_mask[idx].bool()
+                entropy_sum += float(entropy[m].sum())
+                entropy_tokens += float(m.sum())
+            if self.cfg.max_grad_norm:
+                self.clip_gradients(
+                    opt, gradient_clip_val=self.cfg.max_grad_norm, gradient_clip_algorithm="norm"
+                )
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        out = {k: v / self.cfg.num_iterations for k, v in sums.items()}
+        out["policy/entropy"] = entropy_sum / max(entropy_tokens, 1.0)
+        return out
+
+    # ------------------------------------------------------------------ 6. log
+    def log_step(self, scored, advantages, adv_stats, metrics, *, rollout_s: float, update_s: float) -> None:
+        ro = scored.rollout
+        lengths = ro.completion_mask.sum(1)
+        logs: dict[str, float] = {
+            "train/reward/total": float(scored.rewards.mean()),
+            "train/reward/total_std": float(scored.rewards.std()) if scored.rewards.numel() > 1 else 0.0,
+            "train/advantage/mean": float(advantages.mean()),
+            "train/advantage/std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
+            "train/advantage/abs_mean": float(advantages.abs().mean()),
+            "train/policy/zero_std_frac": float(adv_stats.frac_zero_std),
+            "train/policy/resampled_groups": float(scored.resampled),
+            "train/completion/length": float(lengths.float().mean()),
+            "train/completion/truncated_rate": float(ro.truncated.float().mean()),
+            "train/rollout/tokens_per_s": float(lengths.sum()) / max(rollout_s, 1e-9),
+            "train/time/rollout_s": rollout_s,
+            "train/time/update_s": update_s,
+            "train/lr": float(self.optimizers().param_groups[0]["lr"]),
+        }
+        for name, values in scored.components.items():
+            present = torch.tensor([v for v in values if v is not None], dtype=torch.float32)
+            if present.numel():
+                logs[f"train/reward/{name}"] = float(present.mean())
+                logs[f"train/reward/{name}_std"] = float(present.std()) if present.numel() > 1 else 0.0
+        logs.update({f"train/{k}": float(v) for k, v in metrics.items()})
+        self.log_dict(logs, batch_size=len(scored.groups), sync_dist=True)
+        self.log(
+            "reward", logs["train/reward/total"], prog_bar=True, logger=False, batch_size=len(scored.groups)
+        )
+        every = int(self.stage.get("log_completions_every_n_steps") or 0)
+        if every and self.global_step % every == 0:
+            self.log_completions(scored)
+
+    def log_completions(self, scored: RolloutBatch) -> None:
+        """A W&B table of this step's completions with their images and rewards (no-op for other loggers)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for lg in self.loggers:
+            if not isinstance(lg, WandbLogger):
+                continue
+            import wandb
+
+            names = list(scored.components)
+            table = wandb.Table(columns=["step", "image", "id", "completion", "reward", *names])
+            G = self.cfg.num_generations
+            for g, group in enumerate(scored.groups):
+                image = wandb.Image(group.image)
+                for j in range(G):
+                    k = g * G + j
+                    table.add_data(
+                        self.global_step,
+                        image,
+                        group.record["id"],
+                        scored.rollout.texts[k],
+                        float(scored.rewards[k]),
+                        *[scored.components[n][k] for n in names],
+                    )
+            lg.experiment.log({"train/completions": table}, step=self.global_step)
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model, self.stage, total_steps=int(self.trainer.max_steps))

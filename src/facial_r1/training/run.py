@@ -1,0 +1,217 @@
+"""What ``python train.py`` does: compose -> validate -> instantiate -> fit -> export -> evaluate the export.
+
+Outputs, all in the Hydra run folder:
+``model/`` (Hugging Face export + ``facial_r1_export.json``), ``metrics.json``, ``predictions.jsonl``, plots,
+``checkpoints/`` (for resuming within the stage), ``run_info.json``, ``.hydra/`` (the resolved config), logger files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from facial_r1.training.checks import check_train_config
+from facial_r1.training.lineage import (
+    EXPORT_CARD,
+    RUN_INFO,
+    base_model_id,
+    read_card,
+    resolve_ckpt_path,
+    resolve_init_from,
+)
+
+log = logging.getLogger(__name__)
+
+
+def run_dir_from_hydra() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    from hydra.utils import instantiate
+
+    return [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf and "_target_" in conf]
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    from hydra.utils import instantiate
+
+    return [
+        instantiate(conf) for conf in (cfg.get("callbacks") or {}).values() if conf and "_target_" in conf
+    ]
+
+
+def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
+    return {split: source.records(split) for split in ("train", "val", "test")}
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one stage end to end; returns the held-out emotion accuracy (for sweepers), or None."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    check_train_config(cfg)
+    started = time.time()
+    run_dir = run_dir_from_hydra()
+    output_root = str(cfg.paths.output_root)
+    stage = cfg.stage
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_root, stage.name)
+    init_from = resolve_init_from(cfg.model, output_root)
+    base_model = read_card(init_from).get("base_model") if init_from else None
+    base_model = base_model or base_model_id(cfg.model)
+    info = {
+        "stage": stage.name,
+        "seed": int(cfg.seed),
+        "init_from": init_from,
+        "resumed_from": ckpt_path,
+        "base_model": base_model,
+        "run_dir": str(run_dir),
+        "started": started,
+    }
+    _write_json(run_dir / RUN_INFO, info)
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    source = instantiate(cfg.dataset)
+    prompt = instantiate(cfg.prompt)
+    reward = instantiate(cfg.reward)
+    splits = load_splits(source, stage.name)
+    adapter = instantiate(cfg.model, init_from=init_from)
+    module, data = _build_stage(cfg, adapter, prompt, reward, splits)
+
+    loggers = build_loggers(cfg)
+    trainer_kwargs: dict[str, Any] = {}
+    if stage.name == "sft":  # automatic optimisation: Lightning accumulates and clips
+        trainer_kwargs = {
+            "accumulate_grad_batches": int(stage.accumulate_grad_batches),
+            "gradient_clip_val": float(stage.max_grad_norm) or None,
+        }
+    trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, **trainer_kwargs
+    )
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        if not trainer.is_global_zero:
+            return None
+        export_dir = adapter.export(
+            run_dir / "model",
+            extra_files={
+                EXPORT_CARD: {
+                    **info,
+                    "global_step": int(trainer.global_step),
+                    "time": time.time(),
+                    "prompt_version": getattr(prompt, "version", None),
+                }
+            },
+        )
+        log.info("exported %s", export_dir)
+        metrics = final_evaluation(cfg, adapter, prompt, reward, splits, run_dir, loggers, trainer)
+        metrics["wall_time_s"] = time.time() - started
+        metrics["global_step"] = int(trainer.global_step)
+        _write_json(run_dir / "metrics.json", metrics)
+        _write_json(
+            run_dir / RUN_INFO, {**info, "finished": time.time(), "wall_time_s": metrics["wall_time_s"]}
+        )
+        return metrics.get("emotion_acc")
+    finally:
+        _finish_loggers(loggers)
+
+
+def _build_stage(cfg, adapter, prompt, reward, splits):
+    from facial_r1.training.data import StageData
+
+    stage = cfg.stage
+    if stage.name == "sft":
+        from hydra.utils import instantiate
+
+        from facial_r1.data.teachers.template import build_sft_records
+        from facial_r1.training.sft import SFTModule
+
+        teacher = instantiate(cfg.teacher)
+        n = stage.num_samples if stage.num_samples == "all" else int(stage.num_samples)
+        train_records = build_sft_records(splits["train"], n, seed=int(stage.seed), teacher=teacher)
+        module = SFTModule(
+            adapter, prompt, stage, reward=reward, val_records=splits["val"], au_subset=cfg.eval_au_subset
+        )
+        batch_size = int(stage.batch_size)
+    else:
+        from facial_r1.training.grpo import GRPOModule
+
+        # GRPO needs only labels (no reference reasoning): every train sample with a label of either kind.
+        train_records = [r for r in splits["train"] if r.get("labels") or r.get("AUs") is not None]
+        module = GRPOModule(
+            adapter,
+            prompt,
+            reward,
+            stage,
+            val_records=splits["val"],
+            au_subset=cfg.eval_au_subset,
+            resample_records=train_records,
+        )
+        batch_size = int(stage.prompts_per_step)
+    log.info("%s: %d training records", stage.name, len(train_records))
+    data = StageData(
+        train_records,
+        splits["val"],
+        splits["test"],
+        batch_size=batch_size,
+        seed=int(stage.seed),
+        accumulate=int(stage.accumulate_grad_batches),
+    )
+    return module, data
+
+
+def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, loggers, trainer) -> dict[str, Any]:
+    """Greedy evaluation of the trained weights on the held-out split -> metrics.json, predictions, plots, val/*."""
+    from facial_r1.evaluation.report import log_to_wandb, write_evaluation
+    from facial_r1.evaluation.runner import evaluate_records, scalar_metrics
+
+    final = cfg.stage.final_eval
+    records = splits[final.split]
+    if final.limit is not None:
+        records = records[: int(final.limit)]
+    metrics, rows = evaluate_records(
+        adapter,
+        records,
+        prompt,
+        reward=reward,
+        au_subset=cfg.eval_au_subset,
+        batch_size=int(final.batch_size),
+        max_new_tokens=int(final.max_new_tokens),
+        desc=f"final eval ({final.split})",
+    )
+    metrics["split"] = final.split
+    label_set = sorted({label for r in records for label in r.get("label_set", [])})
+    write_evaluation(run_dir, metrics, rows, label_set)
+    scalars = scalar_metrics(metrics, "val")
+    for lg in loggers:
+        lg.log_metrics(scalars, step=int(trainer.global_step))
+        log_to_wandb(lg, metrics, rows, prefix="val")
+    log.info("final %s metrics: %s", final.split, {k: round(v, 4) for k, v in scalars.items()})
+    return metrics
+
+
+def _finish_loggers(loggers) -> None:
+    """Always close W&B runs, even after a crash, so an offline run folder is complete and syncable."""
+    for lg in loggers:
+        experiment = getattr(lg, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            try:
+                experiment.finish()
+            except Exception:  # pragma: no cover - closing must never mask the real error
+                log.exception("could not close logger %s", lg)
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)

@@ -1,0 +1,29 @@
+"""Stage 1: supervised fine-tuning on teacher-written reasoning, as a LightningModule.
+
+The loss is token cross-entropy on the assistant turn only (reasoning, answer and the end-of-turn token); prompt,
+image and padding tokens carry label -100 (see ``Qwen25VLAdapter.encode_sft``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facial_r1.training.base import StageModule
+from facial_r1.training.optim import build_optimizer
+
+
+class SFTModule(StageModule):
+    def training_step(self, batch: dict[str, list], batch_idx: int) -> torch.Tensor:
+        records, images = batch["records"], batch["images"]
+        texts = [self.prompt.user_text(r) for r in records]
+        encoded = self.adapter.encode_sft(images, texts, [r["description"] for r in records]).to(self.device)
+        loss, num_tokens = self.adapter.sft_loss(encoded)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(records))
+        self.log("train/target_tokens", float(num_tokens), batch_size=len(records))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.maybe_validate()
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model, self.stage, total_steps=int(self.trainer.max_steps))

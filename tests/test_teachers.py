@@ -1,0 +1,376 @@
+"""Template teacher (+ noise), SFT record selection, tokenizer corpus, the description check, the API teacher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from facial_r1.data.prompts import load_prompts
+from facial_r1.data.schema import make_record
+from facial_r1.data.teachers import (
+    InvalidDescription,
+    OpenAITeacher,
+    TeacherError,
+    TeacherNoise,
+    TemplateTeacher,
+    build_sft_records,
+    check_description,
+    tokenizer_corpus,
+)
+from facial_r1.data.teachers.template import best_matching_emotion
+from facial_r1.facs import ACTION_UNITS, AU_VOCAB, EMOTIONS, LABEL_ORDERS, au_codes
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+STRICT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
+NEGATION = re.compile(
+    r"\b(no|not|without|never|maybe|perhaps|possibly|uncertain|unclear|absent|lack)\b", re.I
+)
+SECRET = "sk-test-SECRET-0123456789"
+
+
+def record(id="s1", aus=("AU1", "AU4", "AU15"), labels=("sadness",), label_set=LABEL_ORDERS["rafdb"], **kw):
+    aus = None if aus is None else list(aus)
+    return make_record(id=id, dataset="d", image=kw.pop("image", "x.png"), aus=aus, labels=list(labels),
+                       label_set=label_set, **kw)  # fmt: skip
+
+
+def cited(text: str) -> list[str]:
+    return re.findall(r"\(AU(\d+)\)", text)
+
+
+# ---- template teacher -------------------------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(sorted(ACTION_UNITS)), max_size=7, unique=True),
+    st.sampled_from(EMOTIONS),
+    st.text(max_size=8),
+    st.integers(0, 3),
+)
+def test_clean_description_states_exactly_the_gold_labels(numbers, emotion, rid, seed):
+    rec = record(id=rid, aus=au_codes(numbers), labels=[emotion], label_set=EMOTIONS)
+    text = TemplateTeacher(seed=seed).describe(rec)
+    assert STRICT.fullmatch(text) and text == text.strip()
+    assert check_description(text, rec) == []
+    assert text.endswith(f"<answer>{emotion}</answer>") and emotion in text.split("</think>")[0]
+    assert sorted(map(int, cited(text))) == sorted(numbers)
+    assert not NEGATION.search(text)
+    assert len(text.split()) <= 12 * max(len(numbers), 1) + 14  # ~one short clause per AU plus one sentence
+
+
+def test_every_au_phrase_passes_the_check():
+    # Both wordings of every AU (two seeds out of eight pick each variant with near certainty).
+    phrases = set()
+    for n in ACTION_UNITS:
+        rec = record(id=f"au{n}", aus=[f"AU{n}"], labels=["surprise"])
+        for seed in range(8):
+            text = TemplateTeacher(seed=seed).describe(rec)
+            assert check_description(text, rec) == [] and not NEGATION.search(text)
+            phrases.add(text.split(f" (AU{n})")[0].split()[-1])
+    assert len(phrases) > len(ACTION_UNITS)
+
+
+def test_aus_in_face_order_and_relaxed_neutral():
+    text = TemplateTeacher().describe(record(aus=["AU26", "AU17", "AU2", "AU6", "AU9"], labels=["surprise"]))
+    assert cited(text) == ["2", "6", "9", "26", "17"]  # brows, eyes, nose, mouth, chin
+    neutral = TemplateTeacher(phrasing="fixed").describe(record(aus=[], labels=["neutral"]))
+    assert neutral == (
+        "<think>The face is relaxed and the features rest in their default positions. "
+        "These cues indicate a neutral expression.</think><answer>neutral</answer>"
+    )
+
+
+def test_phrasing_is_deterministic_per_record_and_varies_across_records():
+    recs = [record(id=f"r{i}") for i in range(40)]
+    first = [TemplateTeacher(seed=0).describe(r) for r in recs]
+    assert first == TemplateTeacher(seed=0).describe_many(recs, progress=False)
+    assert len(set(first)) >= 5
+    assert first != [TemplateTeacher(seed=1).describe(r) for r in recs]
+    assert len({TemplateTeacher(phrasing="fixed").describe(r) for r in recs}) == 1
+    with pytest.raises(ValueError):
+        TemplateTeacher(phrasing="wild")
+
+
+def test_missing_annotations_are_filled_as_documented():
+    text, info = TemplateTeacher().describe_with_info(record(aus=None, labels=["fear"]))
+    assert sorted(map(int, cited(text))) == [1, 2, 4, 5, 20, 25] and info["au_source"] == "prototype"
+    text, info = TemplateTeacher().describe_with_info(record(aus=["AU6", "AU12"], labels=[], label_set=[]))
+    assert text.endswith("<answer>happiness</answer>") and info["emotion_source"] == "prototype_match"
+    assert best_matching_emotion([], list(LABEL_ORDERS["rafdb"])) == "neutral"
+    assert best_matching_emotion(["AU12", "AU14"], list(EMOTIONS)) == "contempt"
+    # RAF-AU has no contempt: the closest offered label wins.
+    assert best_matching_emotion(["AU12", "AU14"], list(LABEL_ORDERS["raf_au"])) == "happiness"
+    with pytest.raises(ValueError, match="neither"):
+        TemplateTeacher().describe(record(aus=None, labels=[]))
+
+
+def test_noise_off_equals_clean_and_extremes_do_what_they_say():
+    rec = record(aus=["AU1", "AU2", "AU5", "AU26"], labels=["surprise"], au_vocab=AU_VOCAB["disfa"])
+    assert TemplateTeacher(noise={}).describe(rec) == TemplateTeacher().describe(rec)
+    text, info = TemplateTeacher(noise=TeacherNoise(omit_au_rate=1.0)).describe_with_info(rec)
+    assert cited(text) == [] and info["omitted"] == rec["AUs"]
+    text, info = TemplateTeacher(noise={"hallucinate_au_rate": 1.0}).describe_with_info(rec)
+    (extra,) = info["hallucinated"]
+    assert extra not in rec["AUs"] and int(extra[2:]) in AU_VOCAB["disfa"] and extra[2:] in cited(text)
+    text, info = TemplateTeacher(noise={"wrong_emotion_rate": 1.0}).describe_with_info(rec)
+    assert info["wrong_emotion"] in LABEL_ORDERS["rafdb"] and info["wrong_emotion"] != "surprise"
+    assert text.endswith(f"<answer>{info['wrong_emotion']}</answer>")
+    assert any("must be exactly" in p for p in check_description(text, rec))
+    with pytest.raises(ValueError):
+        TeacherNoise(omit_au_rate=1.5)
+
+
+def test_noise_rates_and_determinism():
+    noise = TeacherNoise(omit_au_rate=0.3, hallucinate_au_rate=0.3, wrong_emotion_rate=0.2)
+    teacher = TemplateTeacher(seed=3, noise=noise)
+    recs = [record(id=f"n{i}", aus=["AU1", "AU4", "AU15"]) for i in range(1000)]
+    infos = [teacher.describe_with_info(r)[1] for r in recs]
+    assert [teacher.describe_with_info(r)[1] for r in recs[:50]] == infos[:50]
+    omitted = sum(len(i["omitted"]) for i in infos) / 3000
+    hallucinated = sum(bool(i["hallucinated"]) for i in infos) / 1000
+    wrong = sum(i["wrong_emotion"] is not None for i in infos) / 1000
+    assert abs(omitted - 0.3) < 0.04 and abs(hallucinated - 0.3) < 0.05 and abs(wrong - 0.2) < 0.05
+
+
+@pytest.mark.parametrize("name", ["template", "template_noisy"])
+def test_teacher_configs_instantiate(name):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        teacher = instantiate(compose(overrides=[f"+teacher={name}"]).teacher)
+    assert isinstance(teacher, TemplateTeacher)
+    assert teacher.noise.active is (name == "template_noisy")
+    assert STRICT.fullmatch(teacher.describe(record()))
+
+
+# ---- SFT selection and tokenizer corpus ---------------------------------------------------------------------------
+def test_build_sft_records_selects_fully_labelled_samples_deterministically():
+    recs = [record(id=f"a{i}") for i in range(20)] + [
+        record(id="noau", aus=None),
+        record(id="nolab", labels=[]),
+    ]
+    recs.append(record(id="relaxed", aus=[], labels=["neutral"]))
+    chosen = build_sft_records(recs, n=8, seed=1)
+    assert len(chosen) == 8 and chosen == build_sft_records(recs, n=8, seed=1)
+    assert chosen != build_sft_records(recs, n=8, seed=2)
+    assert all(c["id"] not in ("noau", "nolab") and STRICT.fullmatch(c["description"]) for c in chosen)
+    assert all(r["description"] is None for r in recs)  # inputs untouched
+    assert {c["id"] for c in build_sft_records(recs, n="all")} == {f"a{i}" for i in range(20)} | {"relaxed"}
+    with pytest.raises(ValueError, match="only 21"):
+        build_sft_records(recs, n=22)
+
+    class Picky:
+        def describe(self, rec):
+            return None if rec["id"] == "a0" else "<think>x (AU1)</think><answer>sadness</answer>"
+
+    assert [c["id"] for c in build_sft_records(recs[:3], n="all", teacher=Picky())] == ["a1", "a2"]
+
+
+def test_tokenizer_corpus_covers_the_vocabulary():
+    corpus = tokenizer_corpus(n=300, seed=0)
+    assert corpus == tokenizer_corpus(n=300, seed=0)
+    text = "\n".join(corpus)
+    assert all(f"(AU{n})" in text for n in ACTION_UNITS)
+    assert all(f"<answer>{e}</answer>" in text for e in EMOTIONS)
+    prompts = load_prompts()
+    rec = record(label_set=list(EMOTIONS))
+    assert prompts["compact_v1"].user_text(rec) in corpus
+    assert any("Problems:" in t for t in corpus)
+
+
+# ---- the description check ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<think>Brows up (AU1), knit (AU4), corners down (AU15).</think><answer>sadness</answer>", []),
+        (
+            " <think>Brows up (AU1), knit (AU4), corners down (AU15).</think><answer>sadness</answer>",
+            ["format"],
+        ),
+        ("Brows up (AU1) (AU4) (AU15). <answer>sadness</answer>", ["format", "does not cite"]),
+        ("<think>Brows up (AU1) and knit (AU4).</think><answer>sadness</answer>", ["does not cite"]),
+        ("<think>AU1 AU4 AU15 AU9</think><answer>sadness</answer>", ["does not show"]),
+        ("<think>AU1 AU4 AU15</think><answer>Sadness</answer>", ["must be exactly"]),
+    ],
+)
+def test_check_description(text, expected):
+    problems = check_description(text, record())
+    assert len(problems) == len(expected)
+    assert all(word in problem for word, problem in zip(expected, problems, strict=True))
+
+
+def test_full_prompt_example_passes_the_check():
+    example = load_prompts()["full_v1"].example
+    assert check_description(example, record()) == [] and not NEGATION.search(example)
+
+
+# ---- OpenAI-compatible teacher against a local server -------------------------------------------------------------
+class FakeAPI:
+    """A chat-completions server on 127.0.0.1 that replays scripted (status, content) replies."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.script: list[tuple[int, str]] = []
+        self.default = (200, "")
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.requests.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                )
+                status, content = api.script.pop(0) if api.script else api.default
+                reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
+                data = json.dumps(reply if status == 200 else {"error": content}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+
+@pytest.fixture
+def api():
+    server = FakeAPI()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def face(tmp_path) -> dict:
+    path = tmp_path / "face.png"
+    Image.new("RGB", (8, 8), (200, 150, 120)).save(path)
+    return record(image=str(path))
+
+
+@pytest.fixture
+def delays(monkeypatch) -> list[float]:
+    waited: list[float] = []
+    monkeypatch.setattr("facial_r1.data.teachers.openai.time.sleep", waited.append)
+    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    return waited
+
+
+GOOD = "<think>The inner brows rise (AU1), the brows knit (AU4) and the corners drop (AU15). Sadness.</think><answer>sadness</answer>"
+
+
+def make_teacher(api, tmp_path, **kw) -> OpenAITeacher:
+    kw = {"prompt": load_prompts()["full_v1"], "cache_dir": tmp_path / "cache", "backoff": 0.5} | kw
+    return OpenAITeacher(api.url + "/v1", "test-model", api_key_env="TEST_TEACHER_KEY", **kw)
+
+
+def test_success_sends_image_and_ground_truth_prompt(api, face, tmp_path, delays):
+    api.default = (200, "\n" + GOOD)
+    teacher = make_teacher(api, tmp_path)
+    assert teacher.describe(face) == GOOD
+    (req,) = api.requests
+    assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {SECRET}"
+    assert req["body"]["model"] == "test-model" and req["body"]["temperature"] == 0.0
+    image, text = req["body"]["messages"][-1]["content"]
+    assert image["image_url"]["url"].startswith("data:image/png;base64,")
+    assert text["text"] == teacher.prompt.synthesis_text(face) and "AU1, AU4, AU15" in text["text"]
+
+
+def test_retries_429_and_5xx_with_exponential_backoff(api, face, tmp_path, delays):
+    api.script = [(429, "slow down"), (503, "busy")]
+    api.default = (200, GOOD)
+    assert make_teacher(api, tmp_path).describe(face) == GOOD
+    assert len(api.requests) == 3 and delays == [0.5, 1.0]
+
+
+def test_gives_up_after_max_retries_and_never_retries_client_errors(api, face, tmp_path, delays):
+    api.default = (500, "boom")
+    with pytest.raises(TeacherError, match="HTTP 500"):
+        make_teacher(api, tmp_path, max_retries=2).describe(face)
+    assert len(api.requests) == 3
+    api.default = (400, "bad request")
+    with pytest.raises(TeacherError, match="HTTP 400"):
+        make_teacher(api, tmp_path).describe(face)
+    assert len(api.requests) == 4
+
+
+def test_cache_makes_reruns_free(api, face, tmp_path, delays):
+    api.default = (200, GOOD)
+    assert make_teacher(api, tmp_path).describe(face) == GOOD
+    text, info = make_teacher(api, tmp_path).describe_with_info(face)
+    assert text == GOOD and info["cached"] == 1 and len(api.requests) == 1
+    other = OpenAITeacher(
+        api.url, "other-model", "TEST_TEACHER_KEY", load_prompts()["full_v1"], tmp_path / "cache"
+    )
+    other.describe(face)
+    assert len(api.requests) == 2  # the model is part of the cache key
+
+
+@pytest.mark.parametrize("on_invalid", ["skip", "raise", "keep"])
+def test_invalid_output_handling(api, face, tmp_path, delays, on_invalid):
+    bad = "<think>The brows knit (AU4).</think><answer>anger</answer>"
+    api.default = (200, bad)
+    teacher = make_teacher(api, tmp_path, on_invalid=on_invalid)
+    if on_invalid == "raise":
+        with pytest.raises(InvalidDescription) as err:
+            teacher.describe(face)
+        assert any("AU1, AU15" in p for p in err.value.problems)
+    else:
+        assert teacher.describe(face) == (None if on_invalid == "skip" else bad)
+    assert make_teacher(api, tmp_path, validate=False).describe(face) == bad
+
+
+def test_reflection_retry_sends_previous_response_and_problems(api, face, tmp_path, delays):
+    bad = "<think>The brows knit (AU4).</think><answer>anger</answer>"
+    api.script = [(200, bad)]
+    api.default = (200, GOOD)
+    text, info = make_teacher(api, tmp_path, reflections=2).describe_with_info(face)
+    assert text == GOOD and info["attempts"] == 2 and info["problems"] == []
+    second = api.requests[1]["body"]["messages"][-1]["content"][1]["text"]
+    assert bad in second and "does not cite these action units: AU1, AU15" in second
+
+
+def test_api_key_never_leaks(api, face, tmp_path, delays, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    api.script = [(429, f"echo {SECRET}")]
+    api.default = (200, "<think>(AU4)</think><answer>anger</answer>")
+    teacher = make_teacher(api, tmp_path)
+    assert teacher.describe(face) is None  # rejected, logged
+    api.default = (401, f"invalid key {SECRET}")
+    with pytest.raises(TeacherError) as err:
+        make_teacher(api, tmp_path / "other").describe(face)
+    leaks = [caplog.text, repr(teacher), str(teacher.__dict__), str(err.value), repr(err.value)]
+    leaks += [p.read_text() for p in (tmp_path / "cache").rglob("*")]
+    assert caplog.records and all(SECRET not in s for s in leaks)
+    monkeypatch.delenv("TEST_TEACHER_KEY")
+    with pytest.raises(TeacherError, match="TEST_TEACHER_KEY"):
+        make_teacher(api, tmp_path / "third").describe(face)
+
+
+def test_openai_config_instantiates(monkeypatch):
+    monkeypatch.setenv("FACIAL_R1_CACHE", "/tmp/facial_r1_test_cache")
+    overrides = [
+        "+prompt=compact_v1",
+        "+paths=default",
+        "+teacher=openai",
+        "teacher.base_url=http://127.0.0.1:9",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        teacher = instantiate(compose(overrides=overrides).teacher)
+    assert isinstance(teacher, OpenAITeacher) and teacher.prompt.version == "compact_v1"
+    assert teacher.url == "http://127.0.0.1:9/v1/chat/completions" and teacher.reflections == 2
+    assert str(teacher.cache_dir) == "/tmp/facial_r1_test_cache/teacher_openai"
