@@ -126,7 +126,7 @@ class GRPOModule(StageModule):
         total = torch.tensor(scores.total, dtype=torch.float32)
         G = self.cfg.num_generations
         groups = []
-        for g, (record, image) in enumerate(zip(records, images)):
+        for g, (record, image) in enumerate(zip(records, images, strict=True)):
             sl = slice(g * G, (g + 1) * G)
             groups.append(
                 Group(
@@ -156,7 +156,7 @@ class GRPOModule(StageModule):
                 picks = torch.randint(len(self.resample_records), (len(flat),), generator=gen).tolist()
                 fresh_records = [self.resample_records[p] for p in picks]
                 fresh = self._groups(fresh_records, [load_image(r) for r in fresh_records], salt=round_)
-                for slot, new in zip(flat, fresh):
+                for slot, new in zip(flat, fresh, strict=True):
                     if not new.flat:
                         groups[slot] = new
                         resampled += 1

@@ -43,9 +43,13 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_callbacks(cfg: DictConfig) -> list:
     from hydra.utils import instantiate
 
-    return [
-        instantiate(conf) for conf in (cfg.get("callbacks") or {}).values() if conf and "_target_" in conf
-    ]
+    from lightning.pytorch.callbacks import ProgressBar
+
+    confs = (cfg.get("callbacks") or {}).values()
+    callbacks = [instantiate(conf) for conf in confs if conf and "_target_" in conf]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    return callbacks
 
 
 def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:

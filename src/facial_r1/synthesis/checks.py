@@ -1,0 +1,209 @@
+"""The synthesis triple check: does a self-generated response agree with the sample's ground truth?
+
+Three checks, each read through the project parser (:func:`facial_r1.parsing.parse`), so accepted data obeys the same
+rules the rewards and the evaluation apply:
+
+* **au**: the AUs cited in the reasoning equal the gold set (``au_mode="exact"``) or reach ``au_f1_threshold`` set F1
+  (``au_mode="f1"``). AU numbers that are no FACS AU ("AU3", "AU99") count as wrong extras. Not applicable when the
+  sample has no AU annotation (``AUs=None``); ``AUs=[]`` is an annotation ("relaxed face"): citing any AU fails.
+* **emotion**: the answer, normalised to the sample's label set (case, punctuation, synonyms), equals the first gold
+  label. Not applicable when the sample has no emotion label.
+* **format**: strict ``<think>...</think><answer>...</answer>`` with nothing outside (or the lenient layout), and
+  none of ``negation_words`` anywhere (the published prompt forbids "no", "not", "without", "maybe" because its AU
+  reward counts "no AU12" as AU12).
+
+Unlike the published code, every enforced check gates acceptance (it never gated on format). ``enforce`` lists the
+gating checks; ``enforce=[au, emotion]`` with ``au_scope=completion``, ``drop_negated=false`` and no negation words
+reproduces the published semantics. Problem sentences are plain English because reflection prompts quote them back
+to the model; only failures of enforced checks become problems.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from facial_r1.facs import normalize_emotion, sort_aus
+from facial_r1.parsing import parse
+
+CHECKS = ("au", "emotion", "format")
+OFFICIAL_NEGATION_WORDS = ("no", "not", "without", "maybe")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """How strict the triple check is (``conf/synthesize.yaml`` ``checks``; every field is commented there)."""
+
+    enforce: Sequence[str] = CHECKS
+    au_mode: str = "exact"  # exact | f1
+    au_f1_threshold: float = 1.0  # used when au_mode == "f1"
+    au_scope: str = "think"  # think | completion: where AUs are read
+    map_au_names: bool = False  # False = only AU codes count (what the AU reward and the metrics read)
+    drop_negated: bool = True  # negated mentions ("no AU4") are not citations
+    format: str = "strict"  # strict | lenient
+    negation_words: Sequence[str] = OFFICIAL_NEGATION_WORDS  # [] = allow negations
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.enforce if c not in CHECKS]
+        if unknown:
+            raise ValueError(f"checks.enforce: unknown checks {unknown}; allowed: {list(CHECKS)}")
+        if self.au_mode not in ("exact", "f1"):
+            raise ValueError(f"checks.au_mode must be 'exact' or 'f1', got {self.au_mode!r}")
+        if not 0.0 <= float(self.au_f1_threshold) <= 1.0:
+            raise ValueError(f"checks.au_f1_threshold must lie in [0, 1], got {self.au_f1_threshold}")
+        if self.au_scope not in ("think", "completion"):
+            raise ValueError(f"checks.au_scope must be 'think' or 'completion', got {self.au_scope!r}")
+        bad = [w for w in (self.negation_words or []) if not isinstance(w, str)]
+        if bad:
+            raise ValueError(
+                f"checks.negation_words must be strings, got {bad} (in YAML quote them: a bare no is false)"
+            )
+        if self.format not in ("strict", "lenient"):
+            raise ValueError(f"checks.format must be 'strict' or 'lenient', got {self.format!r}")
+
+    @cached_property
+    def negation_pattern(self) -> re.Pattern[str] | None:
+        """One case-insensitive pattern for all negation words (word boundaries where the word has letters)."""
+        words = [w for w in (self.negation_words or []) if w and w.strip()]
+        if not words:
+            return None
+        parts = []
+        for word in sorted(words, key=len, reverse=True):
+            left = r"\b" if re.match(r"\w", word) else ""
+            right = r"\b" if re.search(r"\w$", word) else ""
+            parts.append(left + re.escape(word.strip()) + right)
+        return re.compile("|".join(parts), re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of :func:`triple_check`. A flag is None when its check does not apply to the sample."""
+
+    au: bool | None
+    emotion: bool | None
+    format: bool
+    passed: bool  # every enforced, applicable check holds
+    problems: list[str] = field(default_factory=list)  # sentences for the reflection prompt ([] when passed)
+    predicted_aus: list[str] = field(default_factory=list)
+    unknown_aus: list[str] = field(default_factory=list)
+    au_f1: float | None = None
+    answer: str | None = None
+    predicted_emotion: str | None = None
+    negations: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the checks that do not hold (enforced or not)."""
+        return [name for name in CHECKS if getattr(self, name) is False]
+
+    def flags(self) -> dict[str, bool | None]:
+        return {name: getattr(self, name) for name in CHECKS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary stored with every synthesised sample."""
+        return {
+            "passed": self.passed,
+            **self.flags(),
+            "problems": list(self.problems),
+            "predicted_aus": list(self.predicted_aus),
+            "unknown_aus": list(self.unknown_aus),
+            "au_f1": self.au_f1,
+            "answer": self.answer,
+            "predicted_emotion": self.predicted_emotion,
+            "negations": list(self.negations),
+        }
+
+
+def set_f1(predicted: Sequence[str], gold: Sequence[str]) -> float:
+    """Set F1; two empty sets agree perfectly (a relaxed face described as relaxed)."""
+    p, g = set(predicted), set(gold)
+    if not p and not g:
+        return 1.0
+    tp = len(p & g)
+    return 2.0 * tp / (len(p) + len(g))
+
+
+def triple_check(text: str, record: dict[str, Any], config: CheckConfig | None = None) -> CheckResult:
+    """Check ``text`` against ``record``'s gold AUs and emotion and the required format (module docstring)."""
+    config = config or CheckConfig()
+    label_set = record.get("label_set") or None
+    parsed = parse(
+        text,
+        label_set=label_set,
+        drop_negated=config.drop_negated,
+        map_au_names=config.map_au_names,
+        au_scope=config.au_scope,
+    )
+    problems: list[str] = []
+    enforced = set(config.enforce)
+
+    au_ok, f1 = None, None
+    gold_aus = record.get("AUs")
+    if gold_aus is not None:
+        gold = sort_aus(gold_aus)
+        cited = [*parsed.aus, *parsed.unknown_aus]
+        f1 = set_f1(cited, gold)
+        exact = set(cited) == set(gold)
+        au_ok = exact if config.au_mode == "exact" else f1 >= float(config.au_f1_threshold)
+        if not au_ok and "au" in enforced:
+            problems.extend(_au_problems(cited, gold, f1, config))
+
+    emotion_ok, gold_label = None, None
+    if record.get("labels"):
+        gold_label = normalize_emotion(record["labels"][0], label_set) or record["labels"][0]
+        emotion_ok = parsed.emotion == gold_label
+        if not emotion_ok and "emotion" in enforced:
+            if parsed.answer is None:
+                problems.append(f"There is no <answer> block: end with <answer>{gold_label}</answer>.")
+            else:
+                problems.append(
+                    f"The answer is {parsed.answer.strip()!r} but must be exactly {gold_label!r}."
+                )
+
+    layout_ok = parsed.format_strict if config.format == "strict" else parsed.format_lenient
+    pattern = config.negation_pattern
+    negations = sorted({m.group().lower() for m in pattern.finditer(text)}) if pattern and text else []
+    format_ok = layout_ok and not negations
+    if "format" in enforced:
+        if not layout_ok:
+            problems.append(
+                "Wrong format: write <think>reasoning</think> then <answer>emotion</answer> and nothing else."
+            )
+        if negations:
+            problems.append(f"Do not use negative or uncertain words: {', '.join(negations)}.")
+
+    flags = {"au": au_ok, "emotion": emotion_ok, "format": format_ok}
+    passed = all(flags[name] is not False for name in enforced)
+    return CheckResult(
+        au=au_ok,
+        emotion=emotion_ok,
+        format=format_ok,
+        passed=passed,
+        problems=[] if passed else problems,
+        predicted_aus=list(parsed.aus),
+        unknown_aus=list(parsed.unknown_aus),
+        au_f1=f1,
+        answer=parsed.answer,
+        predicted_emotion=parsed.emotion,
+        negations=negations,
+    )
+
+
+def _au_problems(cited: list[str], gold: list[str], f1: float, config: CheckConfig) -> list[str]:
+    problems = []
+    if not gold:
+        return [f"The face is relaxed: cite no action units (you cited {', '.join(sort_aus(cited))})."]
+    missing = [au for au in gold if au not in set(cited)]
+    extra = [au for au in sort_aus(cited) if au not in set(gold)]
+    if missing:
+        problems.append(f"The reasoning does not cite these action units: {', '.join(missing)}.")
+    if extra:
+        problems.append(f"The reasoning cites action units the face does not show: {', '.join(extra)}.")
+    if config.au_mode == "f1":
+        problems.append(
+            f"Action unit F1 is {f1:.2f}, below the required {float(config.au_f1_threshold):.2f}."
+        )
+    return problems

@@ -1,0 +1,223 @@
+"""Iterating synthesis in rounds: synthesised data as a dataset source, and the round counter.
+
+``dataset=synth`` (``conf/dataset/synth.yaml``) builds :class:`SynthRoundsSource` from one or more rounds' outputs
+(``runs: [<synthesis run dir>, ...]`` reads each ``accepted.jsonl``; ``files: [...]`` names files directly, e.g.
+the output of ``review apply``). Split mapping, so every stage evaluates on the same held-out data:
+
+* ``train`` = the union of the synthesised files (rows keep their original ``dataset`` name);
+* ``val`` / ``test`` = the same split of ``eval_source`` (default: SynthFACS, the embedded default's val/test).
+
+Synthesised rows record the split they came from; rows made from a val or test split are refused (they would leak
+held-out labels into training) unless ``allow_heldout=true``. The same sample synthesised in several rounds is kept
+once, from the latest round (``duplicates=latest``), or once from the first (``first``), or every time with the id
+suffixed ``@r<round>`` (``all``); left-out copies are listed in the load report.
+
+Round counter: a synthesis run's round defaults to 1 + the newest round of data its source model was trained on,
+found by following export cards (``facial_r1_export.json``) back through ``init_from``: a card's ``synth_round``
+key if present, else the training run's saved config (``<run>/.hydra/config.yaml``) if its dataset was this source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from facial_r1.data.schema import DataError
+from facial_r1.data.sources.base import LoadReport, SkippedItem, Source
+from facial_r1.synthesis.store import ACCEPTED, read_jsonl
+from facial_r1.training.lineage import EXPORT_CARD, read_card
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_POLICIES = ("latest", "first", "all")
+
+
+def synthesis_info(record: dict[str, Any]) -> dict[str, Any]:
+    """``meta_info["synthesis"]`` of a synthesised record ({} for other records)."""
+    return (record.get("meta_info") or {}).get("synthesis") or {}
+
+
+def round_files(files: list[str] | None = None, runs: list[str] | None = None) -> list[Path]:
+    """The accepted-data files named by ``files`` and ``runs`` (``<run>/accepted.jsonl``), in that order."""
+    paths = [Path(f).expanduser() for f in (files or [])]
+    paths += [Path(r).expanduser() / ACCEPTED for r in (runs or [])]
+    return paths
+
+
+class SynthRoundsSource(Source):
+    """Synthesised rounds as training data plus a held-out evaluation source (module docstring)."""
+
+    name = "synth"
+
+    def __init__(
+        self,
+        files: list[str] | None = None,
+        runs: list[str] | None = None,
+        eval_source: Source | None = None,
+        duplicates: str = "latest",
+        allow_heldout: bool = False,
+        on_error: str = "raise",
+        report_path: str | None = None,
+        root: str | os.PathLike | None = None,
+    ):
+        self.paths = round_files(list(files or []), list(runs or []))
+        if not self.paths:
+            raise ValueError(
+                "dataset=synth needs dataset.runs=[<synthesis run dir>, ...] or dataset.files=[<accepted.jsonl>, ...]"
+            )
+        if duplicates not in DUPLICATE_POLICIES:
+            raise ValueError(f"dataset.duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        # `root` only anchors the base class; every file is addressed by its own path.
+        super().__init__(root or self.paths[0].parent, on_error, report_path, val_fraction=0.0)
+        self.eval_source = eval_source
+        self.duplicates = duplicates
+        self.allow_heldout = allow_heldout
+
+    @property
+    def data_round(self) -> int:
+        """The newest synthesis round among the training rows (0 when no row says)."""
+        return max((int(synthesis_info(r).get("round") or 0) for r in self.records("train")), default=0)
+
+    def _collect(self, split: str, report: LoadReport) -> list[dict[str, Any]]:
+        if split == "train":
+            return self._collect_train(report)
+        if self.eval_source is None:
+            raise DataError(f"dataset=synth: no eval_source configured, so there is no {split} split")
+        records = self.eval_source.records(split)
+        report.items.extend(self.eval_source.reports[split].items)
+        return records
+
+    def _collect_train(self, report: LoadReport) -> list[dict[str, Any]]:
+        from facial_r1.data.sources.jsonl import FacialR1JsonlSource
+
+        chosen: dict[tuple[str, str], tuple[int, int, dict[str, Any]]] = {}  # key -> (round, order, record)
+        order = 0
+        for path in self.paths:
+            if not path.is_file():
+                raise DataError("synthesised data file not found", str(path))
+            # Images are absolute paths in synthesised files; "/" as image root keeps them as they are.
+            reader = FacialR1JsonlSource(
+                path.parent, self.on_error, files={"train": path.name}, image_root="/", name=self.name
+            )
+            for record in reader._collect("train", report):
+                info = synthesis_info(record)
+                self._refuse_heldout(info, path)
+                rnd, order = int(info.get("round") or 0), order + 1
+                key = (record["dataset"], record["id"])
+                if self.duplicates == "all":
+                    key = (record["dataset"], f"{record['id']}@r{rnd}")
+                    record = {**record, "id": key[1]}
+                previous = chosen.get(key)
+                if previous is not None:
+                    keep_new = self.duplicates == "latest" and rnd >= previous[0]
+                    dropped = previous[2] if keep_new else record
+                    meta = dropped.get("meta_info") or {}
+                    report.add(
+                        SkippedItem(
+                            meta.get("source_file"),
+                            meta.get("source_line"),
+                            "duplicate_across_rounds",
+                            f"{key[0]}/{key[1]} round {synthesis_info(dropped).get('round')} "
+                            f"(kept round {rnd if keep_new else previous[0]})",
+                            error=False,
+                        )  # fmt: skip
+                    )
+                    if not keep_new:
+                        continue
+                chosen[key] = (rnd, order, record)
+        return [record for _, _, record in sorted(chosen.values(), key=lambda item: item[1])]
+
+    def _refuse_heldout(self, info: dict[str, Any], path: Path) -> None:
+        split = info.get("split")
+        if split in ("val", "test") and not self.allow_heldout:
+            raise DataError(
+                f"rows synthesised from the {split} split would leak held-out labels into training; "
+                "set dataset.allow_heldout=true if that is intended",
+                str(path),
+            )
+
+
+class DatasetTeacher:
+    """An SFT "teacher" that keeps each record's own ``description`` (synthesised data is already written).
+
+    ``fallback`` (any object with ``describe``) writes the records that have none; without it they are dropped by
+    ``build_sft_records``. Use it for SFT on synthesised rounds: ``teacher._target_`` pointing here.
+    """
+
+    def __init__(self, fallback: Any = None, **_unused: Any) -> None:
+        self.fallback = fallback
+
+    def describe(self, record: dict[str, Any]) -> str | None:
+        if record.get("description"):
+            return record["description"]
+        return self.fallback.describe(record) if self.fallback is not None else None
+
+
+# ---- round counter ------------------------------------------------------------------------------------------------
+
+
+def max_round_in_files(paths: list[Path]) -> int:
+    """Newest synthesis round among the rows of ``paths`` (missing files and rows without a round count 0)."""
+    best = 0
+    for path in paths:
+        for row in read_jsonl(path):
+            best = max(best, int(synthesis_info(row).get("round") or 0))
+    return best
+
+
+def _run_config_round(run_dir: Path) -> int:
+    """The data round a training run used, read from its saved config (0 if it did not train on this source)."""
+    config_path = run_dir / ".hydra" / "config.yaml"
+    if not config_path.is_file():
+        return 0
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_path)
+    dataset = cfg.get("dataset") or {}
+    if not str(dataset.get("_target_", "")).endswith("SynthRoundsSource"):
+        return 0
+    try:  # the saved config is already resolved by Hydra; resolve anyway in case it was not
+        node = OmegaConf.to_container(cfg, resolve=True)["dataset"]
+    except Exception:  # an unresolvable interpolation: read the raw strings
+        node = OmegaConf.to_container(dataset, resolve=False)
+    return max_round_in_files(round_files(node.get("files"), node.get("runs")))
+
+
+def trained_round(model_folder: str | Path, _seen: set[str] | None = None) -> int:
+    """The newest synthesis round of data that went into the model exported at ``model_folder`` (0 = none)."""
+    folder = Path(model_folder)
+    seen = _seen if _seen is not None else set()
+    key = str(folder.resolve())
+    if key in seen:
+        return 0
+    seen.add(key)
+    card = read_card(folder)
+    if not card:
+        return 0
+    if card.get("synth_round") is not None:
+        own = int(card["synth_round"])
+    else:
+        run_dir = Path(card["run_dir"]) if card.get("run_dir") else folder.parent
+        own = _run_config_round(run_dir)
+    parent = card.get("init_from")
+    return max(own, trained_round(parent, seen) if parent else 0)
+
+
+def latest_export(output_root: str | Path, stage: str | None = None) -> Path | None:
+    """Newest export folder (by its card's time) under ``output_root``, of ``stage`` or of any stage."""
+    best: tuple[float, Path] | None = None
+    for card_path in Path(output_root).glob(f"**/{EXPORT_CARD}"):
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            log.warning("unreadable export card %s", card_path)
+            continue
+        if stage and card.get("stage") != stage:
+            continue
+        stamp = float(card.get("time", card_path.stat().st_mtime))
+        if best is None or stamp > best[0]:
+            best = (stamp, card_path.parent)
+    return best[1] if best else None

@@ -1,0 +1,235 @@
+"""Crash-safe storage of a synthesis run: append-only JSON lines, recovered on start, plus running counts.
+
+Why this shape: a run over tens of thousands of samples must survive ``kill -9``, a lost GPU or a full disk and
+continue without duplicating or losing an accepted sample. So:
+
+* each finished batch is appended to ``accepted.jsonl`` / ``rejected.jsonl`` in one ``write`` per file, then flushed
+  and ``fsync``-ed, before the next batch starts;
+* on start the files are read back: a torn tail (a last line without its newline, or lines that do not parse after
+  the last good one) is cut off the file, and the ids of every complete line form the set of finished samples;
+* a sample counts as finished once it is in either file, so a kill between the two appends only redoes the
+  rejected part of that batch;
+* an exclusive lock on ``synthesis.lock`` stops two processes from appending to the same run (the OS drops the lock
+  when a process dies, even by SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from facial_r1.data.schema import DataError
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, REJECTED, MANIFEST, LOCK = "accepted.jsonl", "rejected.jsonl", "manifest.json", "synthesis.lock"
+
+
+def sample_key(record: dict[str, Any]) -> str:
+    """Identity of a sample in a run: ids are unique only within a dataset."""
+    return f"{record.get('dataset')}/{record['id']}"
+
+
+def read_jsonl(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a torn tail is dropped (and cut off the file when ``repair``).
+
+    A torn tail is what a killed writer leaves: an unterminated last line, or (after a power loss) garbage lines at
+    the end. A bad line followed by good lines cannot come from an interrupted append, so it raises instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    rows: list[dict[str, Any]] = []
+    good_end = 0  # byte offset just past the last good line
+    bad_line: int | None = None
+    offset = 0
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        offset += len(line)
+        row = _parse_line(line) if line.endswith(b"\n") else None
+        if row is None:
+            if line.strip() and bad_line is None:
+                bad_line = number
+            continue
+        if bad_line is not None:
+            raise DataError(
+                f"line {bad_line} is corrupt but later lines are fine; repair it by hand", str(path)
+            )
+        rows.append(row)
+        good_end = offset
+    if good_end < len(data):
+        log.warning("%s: dropping %d bytes of a torn last write", path, len(data) - good_end)
+        if repair:
+            with open(path, "r+b") as handle:
+                handle.truncate(good_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+    return rows
+
+
+def _parse_line(line: bytes) -> dict[str, Any] | None:
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) and "id" in row else None
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace``: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """``manifest.json`` of a run folder, or {} when there is none (yet)."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}  # written atomically, so someone edited it; the counts are rebuilt from the files anyway
+
+
+class Tally:
+    """Counts over finished samples (per dataset, class, attempt and failed check), fed row by row."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.per_dataset: dict[str, Counter] = defaultdict(Counter)
+        self.per_class: dict[str, Counter] = defaultdict(Counter)
+        self.accepted_per_attempt: Counter = Counter()
+        self.failed_checks: Counter = Counter()
+
+    def add(self, row: dict[str, Any], accepted: bool) -> None:
+        info = (row.get("meta_info") or {}).get("synthesis") or {}
+        verdict = "accepted" if accepted else "rejected"
+        self.per_dataset[str(row.get("dataset"))][verdict] += 1
+        self.per_class[row["labels"][0] if row.get("labels") else "(no label)"][verdict] += 1
+        if accepted:
+            self.accepted += 1
+            self.accepted_per_attempt[int(info.get("attempt", 0))] += 1
+        else:
+            self.rejected += 1
+            if info.get("error"):
+                self.failed_checks["unreadable_input"] += 1
+            for name in (info.get("checks") or {}).get("failed", []):
+                self.failed_checks[name] += 1
+
+    @property
+    def finished(self) -> int:
+        return self.accepted + self.rejected
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.accepted / self.finished if self.finished else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "finished": self.finished,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "acceptance_rate": self.acceptance_rate,
+            "per_dataset": {k: dict(v) for k, v in sorted(self.per_dataset.items())},
+            "per_class": {k: dict(v) for k, v in sorted(self.per_class.items())},
+            "accepted_per_attempt": {str(k): v for k, v in sorted(self.accepted_per_attempt.items())},
+            "rejected_failed_checks": dict(sorted(self.failed_checks.items())),
+        }
+
+
+class RunStore:
+    """The files of one run folder. Use as a context manager: it holds the lock and the open append handles."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.accepted_path = self.run_dir / ACCEPTED
+        self.rejected_path = self.run_dir / REJECTED
+        self.manifest_path = self.run_dir / MANIFEST
+        self.finished: set[str] = set()
+        self.tally = Tally()
+        self._handles: dict[str, Any] = {}
+        self._lock: Any = None
+
+    def __enter__(self) -> RunStore:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        self.recover()
+        for name, path in (("accepted", self.accepted_path), ("rejected", self.rejected_path)):
+            self._handles[name] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        _fsync_dir(self.run_dir)  # the files' directory entries survive a crash too
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the lock
+            self._lock = None
+
+    def recover(self) -> None:
+        """Rebuild the finished set and the counts from the files, cutting off a torn last write."""
+        self.finished.clear()
+        self.tally = Tally()
+        for path, accepted in ((self.accepted_path, True), (self.rejected_path, False)):
+            for row in read_jsonl(path, repair=True):
+                key = sample_key(row)
+                if key in self.finished:
+                    # Cannot happen through this class; a hand-merged file could. Count it once.
+                    log.warning("%s: %s appears twice; counted once", path, key)
+                    continue
+                self.finished.add(key)
+                self.tally.add(row, accepted)
+
+    def append(self, accepted: Iterable[dict[str, Any]], rejected: Iterable[dict[str, Any]]) -> None:
+        """Durably append one batch: accepted rows first, each file flushed and fsync-ed before returning."""
+        for name, rows, ok in (("accepted", list(accepted), True), ("rejected", list(rejected), False)):
+            if not rows:
+                continue
+            handle = self._handles[name]
+            handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            handle.flush()
+            os.fsync(handle.fileno())
+            for row in rows:
+                self.finished.add(sample_key(row))
+                self.tally.add(row, ok)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+    def _acquire_lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no advisory locks, run one process per folder
+            return
+        handle = open(self.run_dir / LOCK, "w")  # noqa: SIM115 - held for the life of the store
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.close()
+            raise RuntimeError(f"another synthesize process is writing to {self.run_dir}") from err
+        self._lock = handle
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
