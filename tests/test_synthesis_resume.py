@@ -116,6 +116,21 @@ def test_run_records_rejects_with_reasons(tmp_path, monkeypatch):
     info = rows[0]["meta_info"]["synthesis"]
     assert info["attempt"] == 2 and info["output"] == WRONG and info["problems"] and info["round"] == 4
     assert rows[0]["description"] is None
+    # Resuming without naming the round keeps the run's round (4), so the settings still match.
+    assert run_synthesis(compose_synthesis(tmp_path, "max_retries=1", "limit=4"), run) == 0.0
+    assert len(read_jsonl(run / "rejected.jsonl")) == 4
+    assert {r["meta_info"]["synthesis"]["round"] for r in read_jsonl(run / "rejected.jsonl")} == {4}
+
+
+def test_an_unreadable_image_rejects_its_sample_and_the_run_goes_on(tmp_path):
+    cfg = compose_synthesis(tmp_path, "limit=4")
+    (tmp_path / "data" / "img" / "train1.png").write_bytes(b"not an image")
+    run = tmp_path / "run"
+    assert run_synthesis(cfg, run) == 0.75
+    (row,) = read_jsonl(run / "rejected.jsonl")
+    assert row["id"] == "train001" and "cannot decode" in row["meta_info"]["synthesis"]["error"]
+    counts = json.loads((run / "manifest.json").read_text())["counts"]
+    assert counts["rejected_failed_checks"] == {"unreadable_input": 1} and counts["accepted"] == 3
 
 
 def test_configs_compose_for_synthesis_and_next_rounds(tmp_path):

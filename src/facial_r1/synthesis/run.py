@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from facial_r1.synthesis.engine import GenerationStats, Outcome, make_checker, synthesize_batch
+from facial_r1.models.adapter import SamplingParams
+from facial_r1.synthesis.engine import Checker, GenerationStats, Outcome, make_checker, synthesize_batch
 from facial_r1.synthesis.rounds import latest_export, trained_round
 from facial_r1.synthesis.store import RunStore, read_manifest, sample_key
 
@@ -61,38 +63,47 @@ def synthesize(cfg: DictConfig) -> float | None:
     return run_synthesis(cfg, Path(HydraConfig.get().runtime.output_dir), _resume_hint(HydraConfig.get()))
 
 
-def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> float | None:
-    """The work of :func:`synthesize` with the run folder given (for tests and notebooks)."""
-    import torch
+@dataclass
+class Plan:
+    """What a session will do, settled before the model is loaded."""
+
+    model_folder: Path
+    card: dict[str, Any]
+    data_round: int
+    prompt: Any  # PromptTemplate
+    checks: Any  # CheckConfig
+    source_name: str
+    records: list[dict[str, Any]]  # the whole split
+    eligible: list[dict[str, Any]]  # labelled samples (of either kind), after `limit`
+    provenance: dict[str, Any]  # stored in every row's meta_info["synthesis"]
+    fingerprint: dict[str, Any]
+
+
+def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Plan:
+    """Resolve model, round, prompt, checks and samples (``previous`` = the run's manifest, {} if new)."""
     from hydra.utils import instantiate
-    from tqdm.auto import tqdm
 
     from facial_r1.data.sources import build_source
-    from facial_r1.synthesis.review import write_review_html
     from facial_r1.training.lineage import read_card
 
-    started = time.time()
-    previous = read_manifest(run_dir)
     model_folder = _resumed_model(cfg.model, previous) or resolve_source_model(
         cfg.model, cfg.paths.output_root
     )
     card = read_card(model_folder)
-    data_round = int(cfg.round) if cfg.get("round") is not None else trained_round(model_folder) + 1
+    if cfg.get("round") is not None:
+        data_round = int(cfg.round)
+    else:  # a resumed run keeps its round; a new one follows the model's lineage
+        data_round = int(previous.get("round") or trained_round(model_folder) + 1)
     prompt = instantiate(cfg.prompt)
-    check_config = instantiate(cfg.checks)
     if card.get("prompt_version") and card["prompt_version"] != prompt.version:
         log.warning(
-            "the source model was trained with prompt %s, synthesis uses %s",
-            card["prompt_version"],
-            prompt.version,
+            "the model was trained with prompt %s, synthesis uses %s", card["prompt_version"], prompt.version
         )
-
     source = build_source(cfg.dataset)
     records = source.records(str(cfg.split))
     eligible = [r for r in records if r.get("AUs") is not None or r.get("labels")]
     if cfg.get("limit") is not None:
         eligible = eligible[: int(cfg.limit)]
-    fingerprint = _fingerprint(cfg, model_folder, data_round)
     provenance = {
         "round": data_round,
         "source_model": str(model_folder),
@@ -102,53 +113,67 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
         "split": str(cfg.split),
         "run_dir": str(run_dir),
     }
+    return Plan(
+        model_folder, card, data_round, prompt, instantiate(cfg.checks), source.name, records, eligible,
+        provenance, _fingerprint(cfg, model_folder, data_round),
+    )  # fmt: skip
 
+
+def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> float | None:
+    """The work of :func:`synthesize` with the run folder given (for tests and notebooks)."""
+    import torch
+    from hydra.utils import instantiate
+    from tqdm.auto import tqdm
+
+    from facial_r1.synthesis.review import write_review_html
+
+    started = time.time()
+    previous = read_manifest(run_dir)
+    plan = plan_session(cfg, run_dir, previous)
     with RunStore(run_dir) as store:
-        _check_same_settings(previous, fingerprint, store, run_dir)
-        todo = [r for r in eligible if sample_key(r) not in store.finished]
+        _check_same_settings(previous, plan.fingerprint, store, run_dir)
+        todo = [r for r in plan.eligible if sample_key(r) not in store.finished]
+        done = len(plan.eligible) - len(todo)
         log.info(
             "round %d with %s: %d labelled samples, %d already finished, %d to do. %s",
-            data_round, model_folder, len(eligible), len(eligible) - len(todo), len(todo), resume_hint,
+            plan.data_round, plan.model_folder, len(plan.eligible), done, len(todo), resume_hint,
         )  # fmt: skip
         sessions = list(previous.get("sessions") or [])
         session: dict[str, Any] = {
             "started": started,
             "samples": 0,
-            "wall_time_s": 0.0,
+            "loop_seconds": 0.0,
             "resumed": bool(sessions),
         }
         stats = GenerationStats()
-        base = {
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "fingerprint": fingerprint,
-            "source_model": {"folder": str(model_folder), "card": card},
-            "round": data_round,
-            "split": str(cfg.split),
-            "dataset": source.name,
-            "prompt_version": prompt.version,
-            "samples": {"in_split": len(records), "labelled": len(eligible), "todo_at_start": len(todo)},
-        }
+        base = _manifest_base(cfg, plan, len(todo))
 
         def write_manifest(status: str) -> None:
             session.update(wall_time_s=time.time() - started, generation=stats.to_dict())
             store.write_manifest(_manifest(base, store, [*sessions, session], status))
 
         write_manifest("running")
-        device = _device(cfg.get("device"))
-        adapter = instantiate(cfg.model, init_from=str(model_folder), path=None, device=device)
+        adapter = instantiate(
+            cfg.model, init_from=str(plan.model_folder), path=None, device=_device(cfg.get("device"))
+        )
         adapter.model.eval()
         params = _sampling_params(cfg.generation, cfg.seed)
-        checker = make_checker(check_config)
-        bar = tqdm(total=len(eligible), initial=len(eligible) - len(todo), desc=f"synthesis r{data_round}",
+        checker = make_checker(plan.checks)
+        bar = tqdm(total=len(plan.eligible), initial=done, desc=f"synthesis r{plan.data_round}",
                    disable=not cfg.get("progress", True), dynamic_ncols=True)  # fmt: skip
-        batch_size = int(cfg.batch_size)
-        loop_started = time.time()
+        batch_size, loop_started = int(cfg.batch_size), time.time()
         with torch.inference_mode():
             for start in range(0, len(todo), batch_size):
                 accepted, rejected = _synthesize_chunk(
-                    todo[start : start + batch_size], adapter, prompt, checker, params, cfg, stats, provenance
+                    todo[start : start + batch_size],
+                    adapter,
+                    plan,
+                    checker,
+                    params,
+                    int(cfg.max_retries),
+                    stats,
                 )
-                store.append(accepted, rejected)
+                store.append(accepted, rejected)  # durable before the next batch starts
                 session["samples"] += len(accepted) + len(rejected)
                 session["loop_seconds"] = time.time() - loop_started
                 write_manifest("running")
@@ -168,7 +193,28 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
         return store.tally.acceptance_rate
 
 
-def _synthesize_chunk(chunk, adapter, prompt, checker, params, cfg, stats, provenance):
+def _manifest_base(cfg: DictConfig, plan: Plan, todo: int) -> dict[str, Any]:
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "fingerprint": plan.fingerprint,
+        "source_model": {"folder": str(plan.model_folder), "card": plan.card},
+        "round": plan.data_round,
+        "split": str(cfg.split),
+        "dataset": plan.source_name,
+        "prompt_version": plan.prompt.version,
+        "samples": {"in_split": len(plan.records), "labelled": len(plan.eligible), "todo_at_start": todo},
+    }
+
+
+def _synthesize_chunk(
+    chunk: list[dict[str, Any]],
+    adapter: Any,
+    plan: Plan,
+    checker: Checker,
+    params: SamplingParams,
+    max_retries: int,
+    stats: GenerationStats,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One batch -> (accepted rows, rejected rows). An unreadable image rejects its sample instead of stopping the
     run: a crash would recur at the same batch on every resume."""
     from facial_r1.data.images import load_image
@@ -181,12 +227,10 @@ def _synthesize_chunk(chunk, adapter, prompt, checker, params, cfg, stats, prove
             readable.append(record)
         except DataError as err:
             log.warning("rejecting %s: %s", sample_key(record), err)
-            broken.append(error_row(record, provenance, str(err)))
-    outcomes = synthesize_batch(
-        adapter, readable, images, prompt, checker, params, max_retries=int(cfg.max_retries), stats=stats
-    )
-    accepted = [accepted_row(o, provenance) for o in outcomes if o.accepted]
-    return accepted, [rejected_row(o, provenance) for o in outcomes if not o.accepted] + broken
+            broken.append(error_row(record, plan.provenance, str(err)))
+    outcomes = synthesize_batch(adapter, readable, images, plan.prompt, checker, params, max_retries, stats)
+    accepted = [accepted_row(o, plan.provenance) for o in outcomes if o.accepted]
+    return accepted, [rejected_row(o, plan.provenance) for o in outcomes if not o.accepted] + broken
 
 
 def error_row(record: dict[str, Any], provenance: dict[str, Any], error: str) -> dict[str, Any]:
@@ -235,9 +279,7 @@ def _resumed_model(model_cfg: DictConfig, previous: dict[str, Any]) -> Path | No
     return None if named or not folder else Path(folder)
 
 
-def _sampling_params(gen: DictConfig, seed: int):
-    from facial_r1.models.adapter import SamplingParams
-
+def _sampling_params(gen: DictConfig, seed: int) -> SamplingParams:
     k = int(gen.num_samples)
     if k > 1 and not gen.do_sample:
         raise ValueError(
@@ -323,7 +365,8 @@ def _rate(stats: GenerationStats) -> float:
 
 
 def _resume_hint(hydra_cfg: Any) -> str:
+    import shlex
+
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
-    return "Resume after an interruption with: python synthesize.py " + " ".join(
-        [*overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
-    )
+    words = [*overrides, f"hydra.run.dir={hydra_cfg.runtime.output_dir}"]
+    return "Resume after an interruption with: python synthesize.py " + " ".join(map(shlex.quote, words))
