@@ -1,0 +1,78 @@
+"""What ``python evaluate.py`` does: load a model and a split, generate, score, write and log the results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from facial_r1.evaluation.generate import generate_outputs
+from facial_r1.evaluation.metrics import compute_metrics
+from facial_r1.evaluation.report import log_to_wandb, write_evaluation
+from facial_r1.evaluation.runner import scalar_metrics
+from facial_r1.models.adapter import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from facial_r1.training.lineage import resolve_init_from
+    from facial_r1.training.run import build_loggers, set_threads
+
+    set_threads(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    started = time.time()
+    source = instantiate(cfg.dataset)
+    records = source.records(cfg.split)
+    if cfg.limit is not None:
+        records = records[: int(cfg.limit)]
+    init_from = resolve_init_from(cfg.model, str(cfg.paths.output_root))
+    adapter = instantiate(cfg.model, init_from=init_from)
+    if torch.cuda.is_available():
+        adapter.model.to("cuda")
+    prompt = instantiate(cfg.prompt)
+    reward = instantiate(cfg.reward)
+    params = SamplingParams(
+        max_new_tokens=int(cfg.max_new_tokens),
+        do_sample=bool(cfg.sampling.do_sample),
+        temperature=float(cfg.sampling.temperature),
+        top_p=float(cfg.sampling.top_p),
+        seed=int(cfg.seed),
+    )
+    outputs = generate_outputs(
+        adapter, records, prompt.user_text, batch_size=int(cfg.batch_size), params=params, desc=f"evaluate {cfg.split}"
+    )
+    metrics, rows = compute_metrics(records, outputs, au_subset=cfg.au_subset, reward=reward)
+    metrics.update(
+        {
+            "split": cfg.split,
+            "model": str(adapter.folder),
+            "dataset": type(source).__name__,
+            "wall_time_s": time.time() - started,
+        }
+    )
+    label_set = sorted({label for r in records for label in r.get("label_set", [])})
+    paths = write_evaluation(run_dir, metrics, rows, label_set)
+    for lg in build_loggers(cfg):
+        lg.log_metrics(scalar_metrics(metrics, "eval"))
+        log_to_wandb(lg, metrics, rows, prefix="eval")
+        experiment = getattr(lg, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    print(json.dumps(_headline(metrics), indent=2))
+    return metrics.get("emotion_acc")
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("num_samples", "emotion_acc", "emotion_uar", "au_f1_macro", "au_f1_micro", "format_rate",
+            "consistency_rate", "au_hallucination_rate", "rouge_l", "rege")
+    return {k: metrics.get(k) for k in keys}
