@@ -30,7 +30,7 @@ from facial_r1.synthesis.run import run_synthesis
 from facial_r1.synthesis.store import RunStore, read_jsonl, sample_key
 
 REPO = Path(__file__).resolve().parents[1]
-N = 30
+N = 20
 
 
 # ---- storage ------------------------------------------------------------------------------------------------------
@@ -136,9 +136,7 @@ def test_an_unreadable_image_rejects_its_sample_and_the_run_goes_on(tmp_path):
 def test_configs_compose_for_synthesis_and_next_rounds(tmp_path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("synthesize", overrides=["dataset=synth", f"dataset.runs=[{tmp_path}]"])
-        assert (
-            cfg.stage.name == "synth" and cfg.max_retries == 5 and list(cfg.checks.negation_words)[0] == "no"
-        )
+        assert cfg.run_name == "synth" and cfg.max_retries == 5 and list(cfg.checks.negation_words)[0] == "no"
         source = instantiate(cfg.dataset)
         assert (
             isinstance(source, SynthRoundsSource) and type(source.eval_source).__name__ == "SynthFacesSource"
@@ -170,7 +168,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         sys.executable, "synthesize.py", "--config-dir", str(tmp_path / "conf"), "dataset=toy",
         f"model.path={model_folder}", f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run}", "batch_size=2", "max_retries=0", "checks.enforce=[]",
-        "generation.max_new_tokens=8", "debug_sleep_per_batch=0.25", "progress=false",
+        "generation.max_new_tokens=8", "debug_sleep_per_batch=0.2", "progress=false",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 

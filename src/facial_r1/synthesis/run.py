@@ -128,6 +128,8 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
     from facial_r1.synthesis.review import write_review_html
 
     started = time.time()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     previous = read_manifest(run_dir)
     plan = plan_session(cfg, run_dir, previous)
     with RunStore(run_dir) as store:

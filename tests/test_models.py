@@ -1,0 +1,372 @@
+"""The Qwen2.5-VL adapter on the tiny model: batching, rollout log-probs, prefix sharing, LoRA, reference, export.
+
+The tiny model has a random vision tower here (``warm_start_steps=0``): these tests check mechanics, not quality.
+Fixtures (``make_adapter``, ``tiny_model_dir``, ``face_samples``) live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facial_r1.models.adapter import PromptBatch, SamplingParams
+from facial_r1.models.qwen2_5_vl import Qwen25VLAdapter, expand_prompt_inputs
+
+TEXTS = [
+    "What emotion is shown?",
+    "Cite AUs in <think>, then the emotion in <answer>, one of: anger, disgust, fear, happiness, sadness, surprise.",
+    "Which face is this? Cite AUs in <think>.",
+    "Emotion?",
+]
+TARGETS = [
+    "<think>Cheeks raised (AU6), lip corners pulled (AU12).</think><answer>happiness</answer>",
+    "<think>Brows lowered (AU4).</think><answer>anger</answer>",
+]
+SAMPLED = SamplingParams(max_new_tokens=12, temperature=0.7, top_p=0.9, num_samples=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapter(make_adapter) -> Qwen25VLAdapter:
+    """A read-only adapter (full fine-tuning mode) for tests that never update weights."""
+    return make_adapter()
+
+
+def prompts(adapter: Qwen25VLAdapter, samples, n: int, offset: int = 0) -> PromptBatch:
+    rows = samples[offset : offset + n]
+    return adapter.encode_prompts([im for im, _ in rows], TEXTS[offset : offset + n])
+
+
+def grid_rows(batch: PromptBatch) -> list[int]:
+    return batch.inputs["image_grid_thw"].prod(dim=-1).tolist()
+
+
+def sft_step(adapter: Qwen25VLAdapter, samples, lr: float = 1e-2) -> float:
+    """One AdamW step on the SFT loss of two samples; returns the loss."""
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    rows = samples[:2]
+    batch = adapter.encode_sft([im for im, _ in rows], TEXTS[:2], TARGETS)
+    loss, _ = adapter.sft_loss(batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def trainable_names(module: torch.nn.Module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+# --------------------------------------------------------------------------- batching and rollouts
+
+
+def test_batched_greedy_matches_one_by_one(adapter, face_samples):
+    batch = prompts(adapter, face_samples, 3)
+    lengths = batch.inputs["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) == 3, "prompts should differ in length (left padding exercised)"
+    assert len(set(grid_rows(batch))) >= 2, "images should differ in size"
+    params = SamplingParams.greedy(12)
+    together = adapter.generate(batch, params)
+    for i in range(3):
+        alone = adapter.generate(prompts(adapter, face_samples, 1, offset=i), params)
+        n = int(alone.completion_mask[0].sum())
+        assert int(together.completion_mask[i].sum()) == n
+        assert together.completion_ids[i, :n].tolist() == alone.completion_ids[0, :n].tolist()
+        assert together.texts[i] == alone.texts[0]
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_recomputed_logprobs_match_rollout(make_adapter, face_samples, shared_prefix):
+    adapter = make_adapter(shared_prefix=shared_prefix)
+    batch = prompts(adapter, face_samples, 2)
+    rollout = adapter.generate(batch, SAMPLED)
+    assert rollout.completion_ids.shape[0] == 2 * SAMPLED.num_samples
+    assert rollout.prompt_index.tolist() == [0, 0, 0, 1, 1, 1]
+    assert len({tuple(r) for r in rollout.completion_ids.tolist()}) > 1, "G samples should differ"
+    with torch.no_grad():
+        logp, entropy = adapter.completion_logprobs(
+            batch,
+            rollout.completion_ids,
+            rollout.prompt_index,
+            temperature=SAMPLED.temperature,
+            with_entropy=True,
+        )
+    mask = rollout.completion_mask.bool()
+    assert logp.shape == rollout.logprobs.shape
+    assert (logp - rollout.logprobs)[mask].abs().max().item() < 1e-4
+    assert torch.isfinite(entropy[mask]).all()
+
+
+def test_rollout_runs_vision_and_prefill_once_per_prompt(adapter, face_samples):
+    B, G = 2, 4
+    batch = prompts(adapter, face_samples, B)
+    vision_calls: list[int] = []
+    lm_batches: list[tuple[int, int]] = []
+
+    def on_vision(module, args, output):
+        vision_calls.append(1)
+
+    def on_language_model(module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        x = embeds if embeds is not None else kwargs["input_ids"]
+        lm_batches.append((x.shape[0], x.shape[1]))
+
+    hooks = [
+        adapter.base_model.model.visual.register_forward_hook(on_vision),
+        adapter.base_model.model.language_model.register_forward_pre_hook(
+            on_language_model, with_kwargs=True
+        ),
+    ]
+    try:
+        rollout = adapter.generate(batch, SamplingParams(max_new_tokens=5, num_samples=G, seed=0))
+        assert len(vision_calls) == 1, "the vision tower must run once for B prompts x G samples"
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        assert lm_batches[0] == (B, prompt_len), "prefill processes B prompt rows, not B*G"
+        assert all(b == (B * G, 1) for b in lm_batches[1:]), "decoding steps run one token for all B*G rows"
+        assert len(lm_batches) == rollout.completion_ids.shape[1]
+
+        # The loss-time recomputation shares the prefix the same way.
+        vision_calls.clear()
+        lm_batches.clear()
+        with torch.no_grad():
+            adapter.completion_logprobs(batch, rollout.completion_ids, rollout.prompt_index)
+        assert len(vision_calls) == 1
+        assert lm_batches[0] == (B, prompt_len)
+        assert lm_batches[1] == (B * G, rollout.completion_ids.shape[1] - 1)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_vision_tokens_are_never_sampled(adapter, face_samples):
+    """Even when the (hooked) model prefers vision tokens by a wide margin, the sampler never emits them."""
+    suppress = torch.tensor(adapter.suppress_ids)
+    assert len(set(adapter.suppress_ids)) == 4 and adapter.tokenizer.unk_token_id not in adapter.suppress_ids
+
+    def boost(module, args, output):
+        return output.index_fill(-1, suppress.to(output.device), 30.0)
+
+    batch = prompts(adapter, face_samples, 2)
+    hook = adapter.base_model.lm_head.register_forward_hook(boost)
+    try:
+        with torch.no_grad():
+            logits = adapter.model(**batch.inputs).logits[:, -1]
+        assert bool(torch.isin(logits.argmax(-1), suppress).all()), "the hook should make vision tokens win"
+        params = SamplingParams(max_new_tokens=24, temperature=5.0, num_samples=8, seed=1)
+        rollout = adapter.generate(batch, params)
+    finally:
+        hook.remove()
+    assert rollout.num_tokens > 100
+    assert not bool(torch.isin(rollout.completion_ids, suppress).any())
+    # And without the hook, at a high temperature over many tokens.
+    rollout = adapter.generate(batch, params)
+    assert not bool(torch.isin(rollout.completion_ids, suppress).any())
+
+
+def test_shared_prefix_logits_equal_full_reforward(adapter, face_samples):
+    """M-RoPE positions and mm_token_type_ids continued over completions: both paths give the same logits."""
+    batch = prompts(adapter, face_samples, 3)
+    rollout = adapter.generate(batch, SAMPLED)
+    ids, index = rollout.completion_ids, rollout.prompt_index
+    with torch.no_grad():
+        shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids, index)
+        full = adapter._completion_logits_full(adapter.model, batch.inputs, ids, index)
+        first_shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids[:, :1], index)
+        first_full = adapter._completion_logits_full(adapter.model, batch.inputs, ids[:, :1], index)
+    assert shared.shape == full.shape == (*ids.shape, full.shape[-1])
+    mask = rollout.completion_mask.bool()
+    assert (shared - full)[mask].abs().max().item() < 1e-4
+    assert (first_shared - first_full).abs().max().item() < 1e-4
+
+
+def test_expand_prompt_inputs_moves_pixel_blocks_with_rows(adapter, face_samples):
+    batch = prompts(adapter, face_samples, 2)  # 112x112 and 112x140 -> different numbers of pixel rows
+    inputs = batch.inputs
+    n0, n1 = grid_rows(batch)
+    assert n0 != n1
+    pixels = inputs["pixel_values"]
+    block0, block1 = pixels[:n0], pixels[n0 : n0 + n1]
+    out = expand_prompt_inputs(inputs, torch.tensor([1, 0, 1]))
+    assert torch.equal(out["pixel_values"], torch.cat([block1, block0, block1]))
+    assert torch.equal(out["image_grid_thw"], inputs["image_grid_thw"][[1, 0, 1]])
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        assert torch.equal(out[key], inputs[key][[1, 0, 1]])
+    assert torch.equal(out["position_ids"], inputs["position_ids"][:, [1, 0, 1]])
+
+
+# --------------------------------------------------------------------------- trainable parts and reference
+
+
+def test_lora_trains_language_model_only(make_adapter):
+    adapter = make_adapter(lora={"r": 4, "alpha": 8})
+    names = trainable_names(adapter.model)
+    assert names and all("lora_" in n for n in names)
+    assert not any(".visual." in n for n in names), "no LoRA parameter may sit in the vision tower"
+    assert any("language_model" in n for n in names)
+    assert not any("lora" in n for n, _ in adapter.base_model.model.visual.named_modules())
+    assert adapter.reference_mode == "lora_disabled"
+
+
+def test_freeze_vision_leaves_no_trainable_vision_parameter(make_adapter):
+    adapter = make_adapter(freeze_vision=True)
+    names = trainable_names(adapter.model)
+    assert not any(".visual." in n for n in names)
+    assert any("language_model" in n for n in names)
+    assert not trainable_names(adapter.base_model.model.visual)
+
+
+def test_reference_option_is_validated(make_adapter):
+    with pytest.raises(ValueError, match="lora_disabled needs model.lora"):
+        make_adapter(reference="lora_disabled")
+    with pytest.raises(ValueError, match="allowed values are auto, lora_disabled, frozen_copy"):
+        make_adapter(reference="frozen")
+    assert make_adapter().reference_mode == "frozen_copy"
+
+
+def _policy_and_reference_logprobs(adapter, batch, rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        policy, _ = adapter.completion_logprobs(batch, rollout.completion_ids, rollout.prompt_index)
+        with adapter.reference() as ref:
+            reference, _ = adapter.completion_logprobs(
+                batch, rollout.completion_ids, rollout.prompt_index, model=ref
+            )
+    return policy, reference
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"lora": {"r": 4, "alpha": 8}}, {"reference": "frozen_copy"}], ids=["lora", "frozen_copy"]
+)
+def test_reference_policy_unchanged_by_an_update(make_adapter, face_samples, kwargs):
+    adapter = make_adapter(**kwargs)
+    adapter.init_reference()  # no-op for LoRA; the snapshot for full fine-tuning
+    batch = prompts(adapter, face_samples, 2)
+    rollout = adapter.generate(batch, SamplingParams(max_new_tokens=8, num_samples=2, seed=0))
+    mask = rollout.completion_mask.bool()
+    policy0, ref0 = _policy_and_reference_logprobs(adapter, batch, rollout)
+    assert (policy0 - ref0)[mask].abs().max().item() < 1e-5, "before any update policy == reference"
+    sft_step(adapter, face_samples)
+    policy1, ref1 = _policy_and_reference_logprobs(adapter, batch, rollout)
+    assert (ref1 - ref0)[mask].abs().max().item() < 1e-6, "the reference must not move"
+    assert (policy1 - policy0)[mask].abs().max().item() > 1e-3, "the policy must move"
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _logits(model: torch.nn.Module, batch: PromptBatch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch.inputs).logits
+
+
+def test_export_reload_gives_identical_outputs(make_adapter, face_samples, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    adapter = make_adapter()
+    sft_step(adapter, face_samples)  # weights that differ from the build
+    export = adapter.export(tmp_path / "model", extra_files={"facial_r1_export.json": {"stage": "sft"}})
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "facial_r1_export.json",
+    ):
+        assert (export / name).is_file(), name
+    batch = prompts(adapter, face_samples, 3)
+    plain = AutoModelForImageTextToText.from_pretrained(export, dtype=torch.float32)
+    assert torch.equal(_logits(plain, batch), _logits(adapter.model, batch))
+
+    reloaded = Qwen25VLAdapter(path=str(export), dtype="float32")
+    batch2 = prompts(reloaded, face_samples, 3)
+    for key, value in batch.inputs.items():  # the exported processor encodes exactly as the original
+        assert torch.equal(batch2.inputs[key], value), key
+    greedy = SamplingParams.greedy(16)
+    a, b = adapter.generate(batch, greedy), reloaded.generate(batch2, greedy)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert a.texts == b.texts
+
+
+def test_lora_export_is_merged_and_training_continues(make_adapter, face_samples, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
+
+    adapter = make_adapter(lora={"r": 4, "alpha": 8})
+    sft_step(adapter, face_samples)  # LoRA B matrices leave zero: the merge changes the weights
+    names_before = trainable_names(adapter.model)
+    lora_before = {n: p.detach().clone() for n, p in adapter.model.named_parameters() if p.requires_grad}
+    export = adapter.export(tmp_path / "model")
+
+    saved = load_file(export / "model.safetensors")
+    assert not any("lora_" in k or "base_layer" in k for k in saved)
+    assert set(saved) == set(load_file(Path(tiny_model_dir) / "model.safetensors"))
+    plain = AutoModelForImageTextToText.from_pretrained(export, dtype=torch.float32)
+    assert type(plain) is Qwen2_5_VLForConditionalGeneration
+    batch = prompts(adapter, face_samples, 3)
+    policy_logits = _logits(adapter.model, batch)
+    assert (_logits(plain, batch) - policy_logits).abs().max().item() < 1e-4
+    reloaded = Qwen25VLAdapter(path=str(export), dtype="float32")
+    greedy = SamplingParams.greedy(16)
+    assert torch.equal(
+        adapter.generate(batch, greedy).completion_ids, reloaded.generate(batch, greedy).completion_ids
+    )
+
+    # The live adapter is untouched by the export (merged on a copy) and keeps training.
+    assert trainable_names(adapter.model) == names_before
+    for n, p in adapter.model.named_parameters():
+        if n in lora_before:
+            assert torch.equal(p, lora_before[n]), n
+    assert torch.isfinite(torch.tensor(sft_step(adapter, face_samples)))
+    assert any(
+        not torch.equal(p, lora_before[n]) for n, p in adapter.model.named_parameters() if n in lora_before
+    )
+    assert (_logits(adapter.model, batch) - policy_logits).abs().max().item() > 1e-4
+
+
+# --------------------------------------------------------------------------- tiny build and processor
+
+
+def _assert_same_folder_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
+def test_tiny_build_is_deterministic(tiny_model_dir, tmp_path):
+    from facial_r1.models.tiny import TinySpec, tiny_model_path
+
+    again = tiny_model_path(tmp_path / "other_cache", TinySpec(warm_start_steps=0))
+    assert again != tiny_model_dir
+    _assert_same_folder_weights(tiny_model_dir, again)
+
+
+def test_tiny_build_with_warm_start_is_deterministic(tiny_model_dir, tmp_path):
+    from facial_r1.models.tiny import TinySpec, tiny_model_path
+
+    spec = TinySpec(warm_start_steps=5, warm_start_images=32)
+    first = tiny_model_path(tmp_path / "a", spec)
+    second = tiny_model_path(tmp_path / "b", spec)
+    _assert_same_folder_weights(first, second)
+    assert (first / "warm_start.json").is_file()
+    warm, cold = load_file(first / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    visual = [k for k in warm if "visual" in k]
+    assert any(not torch.equal(warm[k], cold[k]) for k in visual), "the warm start should change the tower"
+    text = [k for k in warm if "language_model" in k]
+    assert all(torch.equal(warm[k], cold[k]) for k in text), "the warm start must leave the text model alone"
+
+
+def test_load_processor_is_image_only(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    from facial_r1.models.processor import ImageOnlyQwen2_5_VLProcessor, load_processor
+
+    processor = load_processor(tiny_model_dir)
+    assert type(processor) is ImageOnlyQwen2_5_VLProcessor
+    assert type(AutoProcessor.from_pretrained(str(tiny_model_dir))) is ImageOnlyQwen2_5_VLProcessor
+    assert processor.image_token == "<|image_pad|>"
+    assert processor.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert "torchvision" not in sys.modules

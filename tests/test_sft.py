@@ -1,0 +1,308 @@
+"""SFT: the loss mask on a real batch, step-indexed data for exact resume, the LR schedule, and tiny end-to-end runs
+of ``python train.py`` (all outputs; kill -9 then ``ckpt_path=last``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import REPO, TINY_TRAIN_ARGS, run_train
+
+from facial_r1.data.prompts import load_prompts
+from facial_r1.data.teachers.template import build_sft_records
+from facial_r1.training.data import RecordDataset, StageData, StepBatches
+from facial_r1.training.optim import build_optimizer, lr_factor
+
+IGNORE = -100
+
+
+# --------------------------------------------------------------------------- loss mask
+
+
+def test_sft_labels_cover_exactly_the_target_and_end_of_turn(make_adapter, face_samples):
+    adapter = make_adapter(system_prompt="You analyse faces.")  # system tokens must be masked too
+    prompt = load_prompts()["compact_v1"]
+    eligible = [(im, r) for im, r in face_samples if r["AUs"] is not None and r["labels"]][:3]
+    records = build_sft_records([r for _, r in eligible], "all", seed=0)
+    assert len(records) == 3 and all(r["description"] for r in records)
+    images = [im for im, _ in eligible]  # mixed sizes -> different prompt lengths, left padding
+    assert len({im.size for im in images}) > 1
+    texts = [prompt.user_text(r) for r in records]
+    targets = [r["description"] for r in records]
+    batch = adapter.encode_sft(images, texts, targets)
+
+    ids, labels, attn = batch.inputs["input_ids"], batch.labels, batch.inputs["attention_mask"]
+    assert labels.shape == ids.shape
+    tok = adapter.tokenizer
+    image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token_id == eos
+    assert bool((attn == 0).any()), "the batch should contain left padding"
+    assert bool((labels[attn == 0] == IGNORE).all()), "padding is never a target"
+    assert bool((labels[ids == image_pad] == IGNORE).all()), "image tokens are never targets"
+    for i, target in enumerate(targets):
+        labelled = (labels[i] != IGNORE).nonzero().squeeze(-1)
+        start = int(labelled[0])
+        assert labelled.tolist() == list(range(start, ids.shape[1])), "one contiguous span at the end"
+        assert torch.equal(labels[i, start:], ids[i, start:])
+        assert int(ids[i, -1]) == eos, "the end-of-turn token is the last target"
+        assert tok.decode(ids[i, start:].tolist(), skip_special_tokens=False) == target + "<|im_end|>"
+        assert len(labelled) == len(tok(target + "<|im_end|>", add_special_tokens=False)["input_ids"])
+        prompt_part = tok.decode(ids[i, :start][attn[i, :start] == 1].tolist(), skip_special_tokens=False)
+        assert prompt_part.startswith("<|im_start|>system\nYou analyse faces.<|im_end|>")
+        assert prompt_part.endswith("<|im_start|>assistant\n"), (
+            "everything up to the assistant turn is prompt"
+        )
+        assert texts[i] in prompt_part
+    _, num_tokens = adapter.sft_loss(batch)
+    assert num_tokens == int((labels != IGNORE).sum())
+
+
+# --------------------------------------------------------------------------- step-indexed batches
+
+
+def batches(stream: StepBatches, n: int) -> list[list[int]]:
+    return [list(b) for b in itertools.islice(iter(stream), n)]
+
+
+def test_step_batches_are_a_pure_function_of_seed_and_index():
+    data = list(range(23))  # a list is a dataset: stream items are the indices themselves
+    a, b = StepBatches(data, 4, seed=1), StepBatches(data, 4, seed=1)
+    assert batches(a, 12) == batches(b, 12)
+    assert [a.indices(k) for k in range(12)] == batches(a, 12)
+    assert batches(StepBatches(data, 4, seed=2), 12) != batches(a, 12)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 7, 13])
+def test_starting_at_batch_k_equals_skipping_k(k):
+    data = list(range(23))
+    skipped = batches(StepBatches(data, 4, seed=3), k + 6)[k:]
+    assert batches(StepBatches(data, 4, seed=3, start_batch=k), 6) == skipped
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(12, 4), (23, 4), (10, 10)])
+def test_epochs_are_permutations(n, batch_size):
+    stream = StepBatches(list(range(n)), batch_size, seed=0)
+    per_epoch = n // batch_size
+    epochs = []
+    for e in range(3):
+        seen = [i for k in range(e * per_epoch, (e + 1) * per_epoch) for i in stream.indices(k)]
+        assert len(seen) == len(set(seen)) == per_epoch * batch_size, "no repeat within an epoch"
+        epochs.append(seen)
+    if n == per_epoch * batch_size:
+        assert all(sorted(seen) == list(range(n)) for seen in epochs), "a full epoch covers every sample"
+    assert epochs[0] != epochs[1], "each epoch is shuffled anew"
+    assert all(len(stream.indices(k)) == batch_size for k in range(10))
+
+
+def test_step_batches_wrap_tiny_sets_and_refuse_empty_ones():
+    stream = StepBatches(list(range(3)), 8, seed=0)
+    assert all(len(stream.indices(k)) == 8 and set(stream.indices(k)) == {0, 1, 2} for k in range(3))
+    with pytest.raises(ValueError, match="empty"):
+        StepBatches([], 4, seed=0)
+
+
+def test_stage_data_resumes_at_the_restored_step(face_samples, tmp_path):
+    """Lightning restores ``global_step`` before building the loader: the first batch is global_step x accumulate."""
+    records = []
+    for i, (image, record) in enumerate(face_samples):
+        path = tmp_path / f"{i}.png"
+        image.save(path)
+        records.append({**record, "image": str(path)})
+    data = StageData(records, [], [], batch_size=2, seed=5, accumulate=2)
+    data.trainer = SimpleNamespace(global_step=3)
+    first = next(iter(data.train_dataloader()))
+    expected = StepBatches(RecordDataset(records), 2, seed=5).indices(3 * 2)
+    assert [r["id"] for r in first["records"]] == [records[i]["id"] for i in expected]
+    assert [im.size for im in first["images"]] == [face_samples[i][0].size for i in expected]
+    data.trainer = SimpleNamespace(global_step=0)
+    fresh = next(iter(data.train_dataloader()))
+    assert [r["id"] for r in fresh["records"]] == [
+        records[i]["id"] for i in StepBatches(records, 2, 5).indices(0)
+    ]
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+def test_lr_factor_warmup_then_decay():
+    kw = dict(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    for schedule in ("cosine", "linear", "constant"):
+        assert lr_factor(0, schedule=schedule, **kw) == pytest.approx(0.1)
+        assert lr_factor(4, schedule=schedule, **kw) == pytest.approx(0.5)
+        assert lr_factor(9, schedule=schedule, **kw) == pytest.approx(1.0)
+        assert lr_factor(10, schedule=schedule, **kw) == pytest.approx(1.0)
+    # progress = (step - 10) / 100
+    assert lr_factor(35, schedule="cosine", **kw) == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))
+    )
+    assert lr_factor(60, schedule="cosine", **kw) == pytest.approx(0.55)
+    assert lr_factor(110, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_factor(35, schedule="linear", **kw) == pytest.approx(0.1 + 0.9 * 0.75)
+    assert lr_factor(60, schedule="linear", **kw) == pytest.approx(0.55)
+    assert lr_factor(110, schedule="linear", **kw) == pytest.approx(0.1)
+    for schedule in ("cosine", "linear"):
+        assert lr_factor(500, schedule=schedule, **kw) == pytest.approx(0.1), "stays at the floor"
+    assert lr_factor(60, schedule="constant", **kw) == 1.0
+    assert lr_factor(0, warmup_steps=0, total_steps=100, schedule="cosine", min_ratio=0.0) == 1.0
+    assert lr_factor(50, warmup_steps=0, total_steps=100, schedule="cosine", min_ratio=0.0) == pytest.approx(
+        0.5
+    )
+    with pytest.raises(
+        ValueError, match="stage.scheduler='cosinus': allowed values are cosine, linear, constant"
+    ):
+        lr_factor(0, schedule="cosinus", **kw)
+
+
+def test_build_optimizer_steps_the_schedule_per_optimizer_step():
+    stage = SimpleNamespace(
+        lr=1.0, weight_decay=0.0, betas=[0.9, 0.999], warmup_steps=2, scheduler="linear", min_lr_ratio=0.0
+    )
+    model = torch.nn.Linear(2, 2)
+    model.bias.requires_grad_(False)
+    conf = build_optimizer(model, stage, total_steps=6)
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    assert len(optimizer.param_groups[0]["params"]) == 1, "only trainable parameters"
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_tiny_sft_run_writes_every_output(tiny_sft_run, face_samples):
+    from facial_r1.models.adapter import SamplingParams
+    from facial_r1.models.qwen2_5_vl import Qwen25VLAdapter
+
+    run = tiny_sft_run
+    model = run / "model"
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ):
+        assert (model / name).is_file(), name
+    card = json.loads((model / "facial_r1_export.json").read_text())
+    assert card["stage"] == "sft" and card["global_step"] == 3 and card["base_model"].startswith("tiny:")
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("emotion_acc", "au_f1_micro", "format_rate"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["global_step"] == 3 and metrics["num_samples"] == 8
+
+    config = (run / ".hydra" / "config.yaml").read_text()
+    assert "name: sft" in config and "n_train: 64" in config
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 3
+    csv_files = list((run / "csv").glob("version_*/metrics.csv"))
+    assert csv_files and "train/loss" in csv_files[0].read_text().splitlines()[0]
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8
+    assert (run / "confusion_matrix.png").stat().st_size > 0
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["stage"] == "sft" and info["resumed_from"] is None and "finished" in info
+
+    # The export is an ordinary model folder: the adapter loads it like any checkpoint.
+    adapter = Qwen25VLAdapter(path=str(model), dtype="float32")
+    out = adapter.generate(
+        adapter.encode_prompts([face_samples[0][0]], ["What emotion?"]), SamplingParams.greedy(4)
+    )
+    assert out.completion_ids.shape[0] == 1 and out.num_tokens >= 1
+
+
+RESUME_ARGS = (
+    *TINY_TRAIN_ARGS,
+    "logger=csv",
+    "trainer.max_steps=6",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    # Greedy validation right after each checkpoint (steps 2, 4) is the window in which the run gets killed.
+    "stage.eval.every_n_steps=2",
+    "stage.eval.num_samples=8",
+    "stage.eval.max_new_tokens=200",
+    "stage.final_eval.limit=2",
+    "stage.final_eval.max_new_tokens=16",
+)
+
+
+def _global_step(ckpt: Path) -> int | None:
+    try:
+        return int(torch.load(ckpt, weights_only=False, map_location="cpu")["global_step"])
+    except Exception:  # still being written
+        return None
+
+
+def _kill_after_checkpoint(args: list[str], env: dict[str, str], output_root: Path, log: Path) -> Path:
+    """Start ``train.py``, SIGKILL it once a last.ckpt with global_step >= 2 exists; returns that checkpoint."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended before it was killed:\n{log.read_text()[-4000:]}")
+            for ckpt in output_root.glob("train/*/checkpoints/last.ckpt"):
+                step = _global_step(ckpt)
+                if step is not None and step >= 2:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+                    return ckpt
+            time.sleep(0.02)
+        raise AssertionError("no checkpoint within the time limit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_model_dir, subprocess_env):
+    output_root = tmp_path / "outputs"
+    env = subprocess_env(output_root)
+    killed_ckpt = _kill_after_checkpoint(list(RESUME_ARGS), env, output_root, tmp_path / "killed.log")
+    killed_run = killed_ckpt.parent.parent
+    killed_step = _global_step(killed_ckpt)
+    assert killed_step in (2, 4), f"killed at step {killed_step}: the test needs a run stopped mid-way"
+    assert not (killed_run / "model").exists() and not (killed_run / "metrics.json").exists()
+
+    run_train([*RESUME_ARGS, "ckpt_path=last"], env)
+    resumed_run = next(p for p in (output_root / "train").glob("*_sft") if p != killed_run)
+    info = json.loads((resumed_run / "run_info.json").read_text())
+    assert info["resumed_from"] == str(killed_ckpt)
+    metrics = json.loads((resumed_run / "metrics.json").read_text())
+    assert metrics["global_step"] == 6
+
+    final = torch.load(resumed_run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert final["global_step"] == 6
+    # AdamW counts its own steps: 6 only if the killed run's optimizer state was restored (else 6 - killed_step).
+    adam_steps = {float(s["step"]) for s in final["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {6.0}
+    assert final["lr_schedulers"][0]["last_epoch"] == 6
+    # Only the steps after the restored one were trained (and logged) by the resumed run.
+    csv_text = next((resumed_run / "csv").glob("version_*/metrics.csv")).read_text().splitlines()
+    header = csv_text[0].split(",")
+    steps = {
+        int(row.split(",")[header.index("step")])
+        for row in csv_text[1:]
+        if row.split(",")[header.index("train/loss")]
+    }
+    assert steps and min(steps) >= killed_step
