@@ -144,7 +144,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- ours
-def run_ours(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list[int]]:
+def run_ours(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list[float]]:
     import lightning as L
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader
@@ -154,15 +154,16 @@ def run_ours(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list
     class StepTimer(L.Callback):
         def __init__(self):
             self.times: list[float] = []
-            self.tokens: list[int] = []
+            self.tokens: list[float] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.times.append(time.perf_counter() - self.start)
-            mean_len = float(trainer.callback_metrics["train/completion/length"])
-            self.tokens.append(round(mean_len * args.B * args.G))
+            # GRPOModule logs the mean completion length (stop token included) of the step's B x G completions
+            mean_len = float(trainer.callback_metrics.get("train/completion/length", float("nan")))
+            self.tokens.append(mean_len * args.B * args.G)
 
     L.seed_everything(int(cfg.seed), verbose=False)
     adapter = instantiate(cfg.model, path=str(folder), init_from=None)
@@ -325,8 +326,8 @@ def main(argv: list[str] | None = None) -> float:
     threads = pin_threads(args.threads)
     folder = tiny_folder(args.cache_dir, quick=args.quick)  # built here once, not raced by the workers
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "trl": []}
-    for r in range(args.rounds):
-        for side in ("ours", "trl") if r % 2 == 0 else ("trl", "ours"):
+    for _ in range(args.rounds):  # ours / TRL / ours / TRL: background load drifts over both alike
+        for side in ("ours", "trl"):
             runs[side].append(spawn(side, argv))
 
     label = {"ours": "ours (Lightning GRPOModule)", "trl": "TRL GRPOTrainer"}

@@ -100,7 +100,8 @@ def subprocess_env(tiny_cache: Path) -> Callable[..., dict[str, str]]:
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A few steps of SFT on the tiny model (random vision tower): every output of a run, in ~20 s on 2 cores.
+# Six steps of SFT on the tiny model (random vision tower): every output of a run, in ~20 s on 2 cores. The resume
+# test kills a run with the same arguments mid-way and checks the resumed run ends with the same weights.
 TINY_TRAIN_ARGS = (
     "debug=fast",
     "dataset.n_train=64",
@@ -110,7 +111,14 @@ TINY_TRAIN_ARGS = (
     "model.tiny.warm_start_steps=0",
     "stage.num_samples=32",
     "stage.batch_size=8",
+    "stage.warmup_steps=0",
+    "trainer.max_steps=6",
     "trainer.enable_progress_bar=false",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    # Greedy validation right after each checkpoint (steps 2, 4, 6) is the window in which the resume test kills.
+    "stage.eval.every_n_steps=2",
+    "stage.eval.num_samples=8",
+    "stage.eval.max_new_tokens=128",
 )
 
 

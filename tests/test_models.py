@@ -101,6 +101,14 @@ def test_recomputed_logprobs_match_rollout(make_adapter, face_samples, shared_pr
     assert torch.isfinite(entropy[mask]).all()
 
 
+def test_sampling_seed_makes_rollouts_reproducible(adapter, face_samples):
+    batch = prompts(adapter, face_samples, 2)
+    a, b = adapter.generate(batch, SAMPLED), adapter.generate(batch, SAMPLED)
+    assert torch.equal(a.completion_ids, b.completion_ids) and a.texts == b.texts
+    other = SamplingParams(**{**SAMPLED.__dict__, "seed": 1})
+    assert not torch.equal(adapter.generate(batch, other).completion_ids, a.completion_ids)
+
+
 def test_rollout_runs_vision_and_prefill_once_per_prompt(adapter, face_samples):
     B, G = 2, 4
     batch = prompts(adapter, face_samples, B)
@@ -370,3 +378,72 @@ def test_load_processor_is_image_only(tiny_model_dir):
     assert processor.image_token == "<|image_pad|>"
     assert processor.image_token_id == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert "torchvision" not in sys.modules
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"lora": {"r": 4, "alpha": 8}}], ids=["full", "lora"])
+def test_shared_prefix_gradients_equal_full_reforward(make_adapter, face_samples, kwargs):
+    """The policy gradient flows through the expanded KV cache exactly as through G separate forwards."""
+    adapter = make_adapter(**kwargs)
+    if kwargs.get("lora"):
+        sft_step(adapter, face_samples)  # non-zero LoRA B, so A gets gradient too
+    batch = prompts(adapter, face_samples, 2)
+    rollout = adapter.generate(batch, SAMPLED)
+    mask = rollout.completion_mask
+    grads = []
+    for shared in (True, False):
+        adapter.shared_prefix = shared
+        adapter.model.zero_grad(set_to_none=True)
+        logp, _ = adapter.completion_logprobs(
+            batch, rollout.completion_ids, rollout.prompt_index, temperature=SAMPLED.temperature
+        )
+        ((logp * mask).sum() / mask.sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in adapter.model.named_parameters() if p.grad is not None})
+    shared_grads, full_grads = grads
+    trainable = trainable_names(adapter.model)
+    assert set(shared_grads) == set(full_grads)
+    assert len(shared_grads) >= 0.9 * len(trainable), "nearly every trainable parameter gets a gradient"
+    assert any(".visual." in n for n in shared_grads) == (not kwargs), "the vision tower learns in full FT"
+    for name, g in full_grads.items():
+        scale = g.abs().max().item() + 1e-8
+        assert (shared_grads[name] - g).abs().max().item() <= 1e-4 * max(1.0, scale), name
+
+
+def test_activation_checkpointing_recomputes_the_same_logprobs_with_gradients(make_adapter, face_samples):
+    adapter = make_adapter(activation_checkpointing=True)
+    adapter.model.train()  # checkpointing is only active in training mode
+    batch = prompts(adapter, face_samples, 2)
+    rollout = adapter.generate(batch, SAMPLED)
+    logp, _ = adapter.completion_logprobs(
+        batch, rollout.completion_ids, rollout.prompt_index, temperature=SAMPLED.temperature
+    )
+    mask = rollout.completion_mask.bool()
+    assert (logp.detach() - rollout.logprobs)[mask].abs().max().item() < 1e-4
+    logp[mask].mean().backward()
+    assert adapter.base_model.model.language_model.layers[0].mlp.up_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_logprobs_of_micro_batches_equal_the_whole_batch(make_adapter, face_samples, shared_prefix):
+    """GRPO scores micro-batches of completions (any subset of rows, groups split across them)."""
+    adapter = make_adapter(shared_prefix=shared_prefix)
+    batch = prompts(adapter, face_samples, 2)
+    rollout = adapter.generate(batch, SAMPLED)
+    ids, pidx, mask = rollout.completion_ids, rollout.prompt_index, rollout.completion_mask.bool()
+    with torch.no_grad():
+        whole, _ = adapter.completion_logprobs(batch, ids, pidx, temperature=SAMPLED.temperature)
+        for rows in ([0, 1], [2, 3, 4], [5], [5, 0, 3]):
+            idx = torch.tensor(rows)
+            part, _ = adapter.completion_logprobs(batch, ids[idx], pidx[idx], temperature=SAMPLED.temperature)
+            assert (part - whole[idx])[mask[idx]].abs().max().item() < 1e-4, rows
+
+
+def test_pixel_bounds_override_the_folder(make_adapter, face_samples):
+    """model.min_pixels / max_pixels (the 3B/7B presets) replace the folder's image-size bounds."""
+    image = face_samples[0][0].resize((224, 224))
+    default = make_adapter()
+    pinned = default.encode_prompts([image], ["Emotion?"])  # tiny folder: pinned to 112 x 112
+    assert pinned.inputs["image_grid_thw"].tolist() == [[1, 8, 8]]
+    free = make_adapter(min_pixels=3136, max_pixels=401408).encode_prompts([image], ["Emotion?"])
+    assert free.inputs["image_grid_thw"].tolist() == [[1, 16, 16]]
+    image_pad = free.inputs["input_ids"] == default.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int(image_pad.sum()) == 16 * 16 // 4, "one token per 2x2 merged patch"
