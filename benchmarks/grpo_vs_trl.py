@@ -161,8 +161,9 @@ def run_ours(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.times.append(time.perf_counter() - self.start)
-            # GRPOModule logs the mean completion length (stop token included) of the step's B x G completions
-            mean_len = float(trainer.callback_metrics.get("train/completion/length", float("nan")))
+            # GRPOModule keeps the step's metrics, among them the mean completion length (stop token included)
+            # of its B x G completions (callback_metrics only has what goes through self.log)
+            mean_len = float(pl_module.last_step_logs.get("train/completion/length", float("nan")))
             self.tokens.append(mean_len * args.B * args.G)
 
     L.seed_everything(int(cfg.seed), verbose=False)

@@ -272,7 +272,14 @@ class Qwen25VLAdapter:
     def generate(
         self, batch: PromptBatch, params: SamplingParams, model: torch.nn.Module | None = None
     ) -> Rollout:
-        """Sample ``params.num_samples`` completions per prompt; prefill once per prompt, then expand the KV cache."""
+        """Sample ``params.num_samples`` completions per prompt; prefill once per prompt, then expand the KV cache.
+
+        After the expansion every cache layer (and the attention mask) moves into a buffer sized for prompt +
+        ``max_new_tokens``, written in place at each step instead of re-concatenated (see
+        :mod:`facial_r1.models.kv_cache`).
+        """
+        from facial_r1.models.kv_cache import preallocate
+
         model = model or self.model
         start = time.perf_counter()
         batch = batch.to(self.device)
@@ -281,8 +288,14 @@ class Qwen25VLAdapter:
         prompt_index = torch.arange(batch.num_prompts, device=self.device).repeat_interleave(G)
         last_logits, cache = self._prefill(model, inputs)
         self._select_cache(cache, prompt_index)
+        preallocate(cache, params.max_new_tokens)
         logits = last_logits[prompt_index]
-        attn = inputs["attention_mask"][prompt_index]
+        prompt_mask = inputs["attention_mask"][prompt_index]
+        P = prompt_mask.shape[1]
+        attn_buffer = torch.ones(
+            (prompt_mask.shape[0], P + params.max_new_tokens), dtype=prompt_mask.dtype, device=self.device
+        )
+        attn_buffer[:, :P] = prompt_mask
         next_pos = self._next_positions(inputs)[prompt_index]
         generator = None
         if params.seed is not None:
@@ -306,10 +319,13 @@ class Qwen25VLAdapter:
             finished = finished | torch.isin(tok, stop)
             if bool(finished.all()) or t == params.max_new_tokens - 1:
                 break
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
             pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
             out = model(
-                input_ids=tok[:, None], attention_mask=attn, position_ids=pos, cache=cache, use_cache=True
+                input_ids=tok[:, None],
+                attention_mask=attn_buffer[:, : P + t + 1],
+                position_ids=pos,
+                cache=cache,
+                use_cache=True,
             )
             logits = out.logits[:, -1]
         ids = torch.stack(tokens, dim=1)

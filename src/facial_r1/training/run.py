@@ -122,6 +122,7 @@ def train(cfg: DictConfig) -> float | None:
                     "global_step": int(trainer.global_step),
                     "time": time.time(),
                     "prompt_version": getattr(prompt, "version", None),
+                    "synth_round": getattr(source, "data_round", None),  # set when trained on synthesised rounds
                 }
             },
         )

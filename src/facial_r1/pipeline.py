@@ -1,0 +1,314 @@
+"""The paper's pipeline in one command: SFT-300 -> GRPO -> synthesis round 1 -> SFT on it -> GRPO.
+
+    python -m facial_r1.pipeline [--out-root DIR] [--seed N] [--quick] [-- override ...]
+
+Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from the previous
+stage's export with an explicit ``model.init_from`` (never ``latest_*``: other runs may share the output root), all
+under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, so each stage's
+run folder is a row of the results table (``run_name`` = the stage name):
+
+===================  =============  ==================================================  ==========================
+stage                entry point    starts from                                         config
+===================  =============  ==================================================  ==========================
+sft_300              train.py       the embedded tiny model                             experiment=sft_300
+sft300_grpo          train.py       sft_300's export                                    experiment=sft300_grpo
+synth_round1         synthesize.py  sft300_grpo's export (SynthFACS train split)        round=1
+sft_synth_round1     train.py       sft300_grpo's export, trained on synth_round1       experiment=pipeline_round2_sft
+sft300_grpo_synth    train.py       sft_synth_round1's export                           experiment=sft300_grpo_synth
+===================  =============  ==================================================  ==========================
+
+``<out-root>/pipeline.json`` records each stage's command, run folder and status. Rerunning the same command skips
+finished stages (export card and ``metrics.json``, or a complete synthesis manifest) and resumes an interrupted one
+in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files). At
+the end ``results.md`` / ``results.csv`` (:mod:`facial_r1.results`) are written to the out root.
+
+Overrides after ``--`` go to every stage; ``<selector>:key=value`` to some, selector = ``train`` (both scripts'
+training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null``.
+The round-2 SFT trains on ``dataset=synth``, whose held-out splits come from ``dataset.eval_source``: plain
+``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` so every stage evaluates on the same
+test split. ``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained
+model's responses form a round) for tests: the whole chain in about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("facial_r1.pipeline")
+
+REPO = Path(__file__).resolve().parents[2]  # src/facial_r1/pipeline.py -> the checkout holding train.py
+STATE_FILE = "pipeline.json"
+EXPORT_CARD = "facial_r1_export.json"  # = facial_r1.training.lineage.EXPORT_CARD (not imported: it pulls in omegaconf)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # run_name: the run folder's suffix and the results table's row
+    kind: str  # sft | grpo | synth
+    args: tuple[str, ...]  # the stage's experiment and fixed settings
+    init_from: str | None = None  # the stage whose export this one starts from
+    data_from: str | None = None  # the synthesis stage whose accepted samples this one trains on
+
+    @property
+    def script(self) -> str:
+        return "synthesize.py" if self.kind == "synth" else "train.py"
+
+    @property
+    def task(self) -> str:  # the entry point's task_name: <output_root>/<task>/<time>_<name>
+        return "synthesize" if self.kind == "synth" else "train"
+
+
+STAGES = (
+    Stage("sft_300", "sft", ("experiment=sft_300",)),
+    Stage("sft300_grpo", "grpo", ("experiment=sft300_grpo",), init_from="sft_300"),
+    Stage("synth_round1", "synth", ("round=1", "split=train"), init_from="sft300_grpo"),
+    Stage(
+        "sft_synth_round1",
+        "sft",
+        ("experiment=pipeline_round2_sft",),
+        init_from="sft300_grpo",
+        data_from="synth_round1",
+    ),
+    Stage("sft300_grpo_synth", "grpo", ("experiment=sft300_grpo_synth",), init_from="sft_synth_round1"),
+)
+
+# --quick: every stage in seconds on the tiny model. Synthesis runs with its checks off: the barely trained model
+# would have none of its responses accepted, and the round-2 SFT needs rows.
+QUICK = (
+    "dataset.n_train=64",
+    "dataset.n_val=8",
+    "dataset.n_test=8",
+    "dataset.progress=false",
+    "model.tiny.warm_start_steps=0",
+    "train:trainer.max_steps=2",
+    "train:trainer.log_every_n_steps=1",
+    "train:trainer.enable_progress_bar=false",
+    "train:logger=csv",
+    "train:stage.eval.every_n_steps=1000",
+    "train:stage.final_eval.limit=8",
+    "sft_300:stage.num_samples=32",
+    "sft:stage.batch_size=8",
+    "sft:stage.warmup_steps=0",
+    "grpo:stage.prompts_per_step=2",
+    "grpo:stage.objective.num_generations=2",
+    "grpo:stage.objective.max_completion_length=32",
+    "synth:limit=16",
+    "synth:batch_size=16",
+    "synth:max_retries=0",
+    "synth:progress=false",
+    "synth:checks.enforce=[]",
+    "synth:generation.max_new_tokens=48",
+)
+
+# Keys of dataset=synth itself (conf/dataset/synth.yaml); any other dataset.<key> belongs to its eval_source.
+_SYNTH_DATASET_KEYS = {"_target_", "runs", "files", "duplicates", "allow_heldout", "on_error", "report_path", "eval_source"}
+
+
+class PipelineError(RuntimeError):
+    """A stage failed or cannot start; the message names the stage and the command to rerun."""
+
+
+# ---- overrides ----------------------------------------------------------------------------------------------------
+
+
+def _selectors(stage: Stage) -> set[str]:
+    return {stage.name, stage.kind} | ({"train"} if stage.task == "train" else set())
+
+
+def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
+    """The overrides of ``overrides`` that apply to ``stage`` (``sel:key=value`` -> ``key=value`` when selected),
+    with ``dataset.<key>`` moved under ``dataset.eval_source`` for a stage that trains on ``dataset=synth``."""
+    out = []
+    for item in overrides:
+        selector, sep, rest = item.partition(":")
+        if sep and "=" not in selector:  # "sel:key=value"; a plain value may contain ":" (times, URLs)
+            if selector not in ALL_SELECTORS:
+                raise PipelineError(f"override {item!r}: unknown selector {selector!r}; use one of {sorted(ALL_SELECTORS)}")
+            if selector not in _selectors(stage):
+                continue
+            item = rest
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key == "dataset":
+            raise PipelineError(
+                f"override {item!r}: the pipeline runs on the embedded SynthFACS default (its round-2 SFT needs "
+                "dataset=synth); change it with dataset.<key>=..., or run the stages by hand (docs/experiments.md)"
+            )
+        if stage.data_from and key.startswith("dataset.") and key.split(".")[1] not in _SYNTH_DATASET_KEYS:
+            item = item.replace("dataset.", "dataset.eval_source.", 1)
+        out.append(item)
+    return out
+
+
+ALL_SELECTORS = {"train"} | {s.name for s in STAGES} | {s.kind for s in STAGES}
+
+
+# ---- stage state --------------------------------------------------------------------------------------------------
+
+
+def is_finished(stage: Stage, run_dir: Path) -> bool:
+    """A training run is finished once it exported and evaluated; a synthesis run once its manifest says so."""
+    if stage.kind == "synth":
+        manifest = run_dir / "manifest.json"
+        return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+    return (run_dir / "model" / EXPORT_CARD).is_file() and (run_dir / "metrics.json").is_file()
+
+
+def output_of(stage: Stage, run_dir: Path) -> Path:
+    """What the next stage reads: a training run's export folder, a synthesis run's folder."""
+    return run_dir if stage.kind == "synth" else run_dir / "model"
+
+
+def accepted_count(synth_run: Path) -> int:
+    manifest = json.loads((synth_run / "manifest.json").read_text())
+    return int((manifest.get("counts") or {}).get("accepted") or 0)
+
+
+def load_state(out_root: Path) -> dict[str, Any]:
+    path = out_root / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+
+def save_state(out_root: Path, state: dict[str, Any]) -> None:
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = out_root / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(out_root / STATE_FILE)
+
+
+# ---- running ------------------------------------------------------------------------------------------------------
+
+
+def stage_command(
+    stage: Stage, run_dir: Path, out_root: Path, seed: int, inputs: dict[str, Path], overrides: Sequence[str],
+    resume: bool,
+) -> list[str]:  # fmt: skip
+    """``python <script> ...`` for ``stage``, writing into ``run_dir``; ``inputs`` = finished stages' outputs."""
+    args = [
+        *stage.args,
+        f"paths.output_root={out_root}",
+        f"hydra.run.dir={run_dir}",
+        f"run_name={stage.name}",
+        f"seed={seed}",
+    ]
+    if stage.init_from:
+        args.append(f"model.init_from={inputs[stage.init_from]}")
+    if stage.data_from:
+        args.append(f"dataset.runs=[{inputs[stage.data_from]}]")
+    if resume and stage.task == "train" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        args.append(f"ckpt_path={run_dir}")  # the same folder and settings: Lightning restores the step
+    return [sys.executable, stage.script, *args, *stage_overrides(stage, overrides)]
+
+
+def run_pipeline(
+    out_root: str | Path,
+    *,
+    seed: int = 0,
+    quick: bool = False,
+    overrides: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``."""
+    out_root = Path(out_root).expanduser().resolve()
+    state = load_state(out_root)
+    all_overrides = [*(QUICK if quick else ()), *overrides]
+    state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides))
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    env.setdefault("OMP_NUM_THREADS", "1")  # the tiny model is fastest single-threaded (conf num_threads)
+    inputs: dict[str, Path] = {}
+    for stage in STAGES:
+        record = state["stages"].get(stage.name) or {}
+        run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
+        if run_dir is not None and is_finished(stage, run_dir):
+            log.info("%s: done (%s), skipped", stage.name, run_dir)
+        else:
+            resume = run_dir is not None and run_dir.is_dir()
+            if not resume:
+                stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+                run_dir = out_root / stage.task / f"{stamp}_{stage.name}"
+            _check_inputs(stage, inputs)
+            command = stage_command(stage, run_dir, out_root, seed, inputs, all_overrides, resume)
+            record = {"run_dir": str(run_dir), "command": command, "status": "running", "started": time.time()}
+            state["stages"][stage.name] = record
+            save_state(out_root, state)  # the folder is known before the stage starts: a rerun resumes it
+            log.info("%s: %s %s", stage.name, "resuming" if resume else "starting", " ".join(command))
+            proc = subprocess.run(command, cwd=REPO, env=env)
+            if proc.returncode != 0 or not is_finished(stage, run_dir):
+                record["status"] = "failed"
+                save_state(out_root, state)
+                raise PipelineError(
+                    f"stage {stage.name} failed (exit {proc.returncode}) in {run_dir}; rerun the pipeline command "
+                    "to resume it"
+                )
+            record.update(status="done", finished=time.time(), wall_time_s=time.time() - record["started"])
+        record["output"] = str(output_of(stage, run_dir))
+        inputs[stage.name] = output_of(stage, run_dir)
+        save_state(out_root, state)
+    _write_results(out_root)
+    return state
+
+
+def _check_inputs(stage: Stage, inputs: dict[str, Path]) -> None:
+    if stage.data_from and accepted_count(inputs[stage.data_from]) == 0:
+        raise PipelineError(
+            f"stage {stage.name}: synthesis run {inputs[stage.data_from]} accepted no sample, nothing to train on "
+            "(see its review.html; a longer SFT/GRPO budget or checks.au_mode=f1 raises the acceptance rate)"
+        )
+
+
+def _write_results(out_root: Path) -> None:
+    from facial_r1.results import collect, write_results
+
+    rows = collect([out_root])
+    paths = write_results(rows, out_root)
+    log.info("results: %s", ", ".join(str(p) for p in paths.values()))
+
+
+# ---- command line -------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    argv = list(argv)
+    overrides: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, overrides = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(
+        prog="python -m facial_r1.pipeline",
+        description="SFT-300 -> GRPO -> synthesis round 1 -> SFT on it -> GRPO, resumable (module docstring).",
+        epilog="Overrides after '--': key=value for every stage, <sft|grpo|synth|train|stage name>:key=value for some.",
+    )
+    default_root = Path(os.environ.get("FACIAL_R1_OUTPUT_ROOT", "outputs")) / "pipeline"
+    parser.add_argument("--out-root", type=Path, default=default_root, help=f"paths.output_root of every stage "
+                        f"and where pipeline.json goes (default: {default_root})")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed=N for every stage (default 0)")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole chain in about a minute")
+    args = parser.parse_args(argv)
+    args.overrides = overrides
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        state = run_pipeline(args.out_root, seed=args.seed, quick=args.quick, overrides=args.overrides)
+    except PipelineError as err:
+        log.error("%s", err)
+        return 1
+    for name, record in state["stages"].items():
+        print(f"{name:20s} {record['status']:8s} {record['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
