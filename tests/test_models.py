@@ -447,3 +447,26 @@ def test_pixel_bounds_override_the_folder(make_adapter, face_samples):
     assert free.inputs["image_grid_thw"].tolist() == [[1, 16, 16]]
     image_pad = free.inputs["input_ids"] == default.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert int(image_pad.sum()) == 16 * 16 // 4, "one token per 2x2 merged patch"
+
+
+def test_preallocated_kv_cache_changes_no_rollout(adapter, face_samples, monkeypatch):
+    """``generate`` decodes into preallocated KV buffers (``kv_cache.preallocate``, written in place): the same
+    tokens and log-probs, bit for bit, as the ``DynamicCache`` it replaces (``torch.cat`` at every step)."""
+    import facial_r1.models.kv_cache as kv_cache
+
+    batch = prompts(adapter, face_samples, 2)
+    switched: list[bool] = []
+    preallocate = kv_cache.preallocate
+
+    def spy(cache, extra_tokens):
+        out = preallocate(cache, extra_tokens)
+        switched.append(all(isinstance(layer, kv_cache.PreallocatedLayer) for layer in out.layers))
+        return out
+
+    monkeypatch.setattr(kv_cache, "preallocate", spy)
+    new = adapter.generate(batch, SAMPLED)
+    assert switched == [True]
+    monkeypatch.setattr(kv_cache, "preallocate", lambda cache, extra_tokens: cache)  # the DynamicCache path
+    old = adapter.generate(batch, SAMPLED)
+    assert torch.equal(new.completion_ids, old.completion_ids) and new.texts == old.texts
+    assert torch.equal(new.logprobs, old.logprobs)

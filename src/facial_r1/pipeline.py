@@ -44,11 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facial_r1.synthesis.store import MANIFEST
+from facial_r1.training.lineage import EXPORT_CARD
+
 log = logging.getLogger("facial_r1.pipeline")
 
 REPO = Path(__file__).resolve().parents[2]  # src/facial_r1/pipeline.py -> the checkout holding train.py
 STATE_FILE = "pipeline.json"
-EXPORT_CARD = "facial_r1_export.json"  # = facial_r1.training.lineage.EXPORT_CARD (not imported: it pulls in omegaconf)
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,16 @@ QUICK = (
 )
 
 # Keys of dataset=synth itself (conf/dataset/synth.yaml); any other dataset.<key> belongs to its eval_source.
-_SYNTH_DATASET_KEYS = {"_target_", "runs", "files", "duplicates", "allow_heldout", "on_error", "report_path", "eval_source"}
+_SYNTH_DATASET_KEYS = {
+    "_target_",
+    "runs",
+    "files",
+    "duplicates",
+    "allow_heldout",
+    "on_error",
+    "report_path",
+    "eval_source",
+}
 
 
 class PipelineError(RuntimeError):
@@ -133,7 +144,9 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
         selector, sep, rest = item.partition(":")
         if sep and "=" not in selector:  # "sel:key=value"; a plain value may contain ":" (times, URLs)
             if selector not in ALL_SELECTORS:
-                raise PipelineError(f"override {item!r}: unknown selector {selector!r}; use one of {sorted(ALL_SELECTORS)}")
+                raise PipelineError(
+                    f"override {item!r}: unknown selector {selector!r}; use one of {sorted(ALL_SELECTORS)}"
+                )
             if selector not in _selectors(stage):
                 continue
             item = rest
@@ -158,7 +171,7 @@ ALL_SELECTORS = {"train"} | {s.name for s in STAGES} | {s.kind for s in STAGES}
 def is_finished(stage: Stage, run_dir: Path) -> bool:
     """A training run is finished once it exported and evaluated; a synthesis run once its manifest says so."""
     if stage.kind == "synth":
-        manifest = run_dir / "manifest.json"
+        manifest = run_dir / MANIFEST
         return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
     return (run_dir / "model" / EXPORT_CARD).is_file() and (run_dir / "metrics.json").is_file()
 
@@ -169,7 +182,7 @@ def output_of(stage: Stage, run_dir: Path) -> Path:
 
 
 def accepted_count(synth_run: Path) -> int:
-    manifest = json.loads((synth_run / "manifest.json").read_text())
+    manifest = json.loads((synth_run / MANIFEST).read_text())
     return int((manifest.get("counts") or {}).get("accepted") or 0)
 
 
@@ -237,7 +250,12 @@ def run_pipeline(
                 run_dir = out_root / stage.task / f"{stamp}_{stage.name}"
             _check_inputs(stage, inputs)
             command = stage_command(stage, run_dir, out_root, seed, inputs, all_overrides, resume)
-            record = {"run_dir": str(run_dir), "command": command, "status": "running", "started": time.time()}
+            record = {
+                "run_dir": str(run_dir),
+                "command": command,
+                "status": "running",
+                "started": time.time(),
+            }
             state["stages"][stage.name] = record
             save_state(out_root, state)  # the folder is known before the stage starts: a rerun resumes it
             log.info("%s: %s %s", stage.name, "resuming" if resume else "starting", " ".join(command))
@@ -291,7 +309,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out-root", type=Path, default=default_root, help=f"paths.output_root of every stage "
                         f"and where pipeline.json goes (default: {default_root})")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed=N for every stage (default 0)")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets: the whole chain in about a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny budgets: the whole chain in about a minute"
+    )
     args = parser.parse_args(argv)
     args.overrides = overrides
     return args

@@ -48,7 +48,12 @@ def evaluate(cfg: DictConfig) -> float | None:
         seed=int(cfg.seed),
     )
     outputs = generate_outputs(
-        adapter, records, prompt.user_text, batch_size=int(cfg.batch_size), params=params, desc=f"evaluate {cfg.split}"
+        adapter,
+        records,
+        prompt.user_text,
+        batch_size=int(cfg.batch_size),
+        params=params,
+        desc=f"evaluate {cfg.split}",
     )
     metrics, rows = compute_metrics(records, outputs, au_subset=cfg.au_subset, reward=reward)
     metrics.update(
@@ -73,6 +78,16 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("num_samples", "emotion_acc", "emotion_uar", "au_f1_macro", "au_f1_micro", "format_rate",
-            "consistency_rate", "au_hallucination_rate", "rouge_l", "rege")
+    keys = (
+        "num_samples",
+        "emotion_acc",
+        "emotion_uar",
+        "au_f1_macro",
+        "au_f1_micro",
+        "format_rate",
+        "consistency_rate",
+        "au_hallucination_rate",
+        "rouge_l",
+        "rege",
+    )
     return {k: metrics.get(k) for k in keys}

@@ -56,8 +56,8 @@ class TinySpec:
     corpus_size: int = 2000
     seed: int = 0
     # Vision warm start (see models/warmstart.py): 0 steps = a fully random tower.
-    warm_start_steps: int = 200
-    warm_start_images: int = 1500
+    warm_start_steps: int = 400
+    warm_start_images: int = 3000
 
 
 def _default_corpus(n: int, seed: int) -> list[str]:

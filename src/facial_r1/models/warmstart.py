@@ -18,7 +18,9 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _targets(records: list[dict], au_numbers: list[int], emotions: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _targets(
+    records: list[dict], au_numbers: list[int], emotions: tuple[str, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
     index = {f"AU{n}": i for i, n in enumerate(au_numbers)}
     aus = torch.zeros(len(records), len(au_numbers))
     emo = torch.zeros(len(records), dtype=torch.long)

@@ -34,15 +34,30 @@ def run_dir_from_hydra() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def build_loggers(cfg: DictConfig) -> list:
+def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
+    """Instantiate every logger of the ``logger`` group; a resumed run continues its W&B run (same id)."""
     from hydra.utils import instantiate
 
-    return [instantiate(conf) for conf in (cfg.get("logger") or {}).values() if conf and "_target_" in conf]
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        if not conf or "_target_" not in conf:
+            continue
+        extra = {"id": wandb_id, "resume": "allow"} if wandb_id and "Wandb" in conf["_target_"] else {}
+        loggers.append(instantiate(conf, **extra))
+    return loggers
+
+
+def wandb_run_id(loggers: list) -> str | None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            return lg.version  # the run id (creates the offline run folder now rather than at the first log)
+    return None
 
 
 def build_callbacks(cfg: DictConfig) -> list:
     from hydra.utils import instantiate
-
     from lightning.pytorch.callbacks import ProgressBar
 
     confs = (cfg.get("callbacks") or {}).values()
@@ -98,7 +113,10 @@ def train(cfg: DictConfig) -> float | None:
     adapter = instantiate(cfg.model, init_from=init_from)
     module, data = _build_stage(cfg, adapter, prompt, reward, splits)
 
-    loggers = build_loggers(cfg)
+    resumed_info = _read_json(Path(ckpt_path).parent.parent / RUN_INFO) if ckpt_path else {}
+    loggers = build_loggers(cfg, wandb_id=resumed_info.get("wandb_id"))
+    info["wandb_id"] = wandb_run_id(loggers)
+    _write_json(run_dir / RUN_INFO, info)
     trainer_kwargs: dict[str, Any] = {}
     if stage.name == "sft":  # automatic optimisation: Lightning accumulates and clips
         trainer_kwargs = {
@@ -122,7 +140,9 @@ def train(cfg: DictConfig) -> float | None:
                     "global_step": int(trainer.global_step),
                     "time": time.time(),
                     "prompt_version": getattr(prompt, "version", None),
-                    "synth_round": getattr(source, "data_round", None),  # set when trained on synthesised rounds
+                    "synth_round": getattr(
+                        source, "data_round", None
+                    ),  # set when trained on synthesised rounds
                 }
             },
         )
@@ -222,6 +242,10 @@ def _finish_loggers(loggers) -> None:
                 experiment.finish()
             except Exception:  # pragma: no cover - closing must never mask the real error
                 log.exception("could not close logger %s", lg)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:

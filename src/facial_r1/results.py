@@ -1,0 +1,369 @@
+"""Collect run folders into one results table: ``python -m facial_r1.results <runs root ...> [--out DIR]``.
+
+A run is any folder, at any depth under the roots, holding ``metrics.json`` and ``.hydra/config.yaml``: a
+``train.py`` run (its metrics are the final greedy evaluation of its export on ``stage.final_eval.split``, the
+SynthFACS test split by default) or an ``evaluate.py`` run (stage ``zero-shot`` for the untrained embedded model,
+``eval`` for a given model folder). Synthesis runs have no ``metrics.json`` and are not rows.
+
+Written to ``--out`` (default: the first root):
+
+* ``results.csv``: one row per run, :data:`RUN_COLUMNS`;
+* ``results_grouped.csv``: one row per group of runs that differ only in their seed (same experiment, stage,
+  reward, held-out split and size, and remaining command-line overrides), each metric's mean and sample std;
+* ``results.md``: both tables, the grouped one first with ``mean ± std`` cells.
+
+Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``experiment`` group, else ``run_name``;
+``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
+the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
+between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
+``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``.
+
+The notebook helpers (:func:`read_curves`, :func:`read_predictions`, :func:`attach_images`) read the rest of a run
+folder: Lightning's CSV log, the predictions, and each prediction's image (joined on ``id`` with the run's dataset:
+prediction rows carry no image path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS = (
+    "emotion_acc",
+    "emotion_uar",
+    "au_f1_macro",
+    "au_f1_micro",
+    "format_rate",
+    "consistency_rate",
+    "au_hallucination_rate",
+    "wall_time_s",
+)
+HEADERS = {  # Markdown column titles
+    "emotion_acc": "emotion acc",
+    "emotion_uar": "UAR",
+    "au_f1_macro": "AU F1 macro",
+    "au_f1_micro": "AU F1 micro",
+    "format_rate": "format",
+    "consistency_rate": "consistency",
+    "au_hallucination_rate": "AU halluc.",
+    "wall_time_s": "wall s",
+}
+IDENTITY = ("experiment", "stage", "reward", "split", "n_eval", "variant")  # a group = these equal, any seed
+RUN_COLUMNS = ("run", *IDENTITY[:3], "seed", *IDENTITY[3:], *METRICS, "global_step", "path")
+# The paper's ablation order; other experiments follow alphabetically.
+ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
+         "sft300_grpo_synth", "reward_ablation")  # fmt: skip
+STAGE_ORDER = ("zero-shot", "eval", "sft", "grpo")
+# Overrides that say nothing about the method: where things were written and which exact folder a stage started from.
+_BOOKKEEPING = ("paths.", "hydra.", "model.init_from", "dataset.runs", "dataset.files", "ckpt_path", "run_name",
+                "logger", "trainer.enable_progress_bar", "dataset.progress", "progress")  # fmt: skip
+_NAMED = ("experiment", "+experiment", "stage", "reward", "seed")
+
+
+# ---- reading runs -------------------------------------------------------------------------------------------------
+
+
+def find_runs(roots: Iterable[str | Path]) -> list[Path]:
+    """Every folder under ``roots`` (or a root itself) with ``metrics.json`` and ``.hydra/config.yaml``, sorted."""
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        for metrics in [root / "metrics.json", *root.rglob("metrics.json")]:
+            if metrics.is_file() and (metrics.parent / ".hydra" / "config.yaml").is_file():
+                found.add(metrics.parent.resolve())
+    return sorted(found)
+
+
+def _yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def _select(config: Any, key: str) -> Any:
+    """``key`` (dotted) of the saved config, interpolations resolved where they can be (``run_name: ${stage.name}``)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """One row of the results table (module docstring) for the run folder ``run_dir``."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    hydra = _yaml(run_dir / ".hydra" / "hydra.yaml") or {}
+    choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    overrides = _yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    info = (
+        json.loads((run_dir / "run_info.json").read_text()) if (run_dir / "run_info.json").is_file() else {}
+    )
+
+    stage = info.get("stage") or _select(config, "stage.name") or "?"
+    if _select(config, "task_name") == "evaluate" or stage == "eval":
+        untrained = not _select(config, "model.path") and not _select(config, "model.init_from")
+        stage = "zero-shot" if untrained else "eval"
+    row: dict[str, Any] = {
+        "run": run_dir.name,
+        "experiment": choices.get("experiment") or _select(config, "run_name") or stage,
+        "stage": stage,
+        "reward": choices.get("reward", "-") if stage == "grpo" else "-",
+        "seed": _select(config, "seed"),
+        "split": metrics.get("split"),
+        "n_eval": metrics.get("num_samples"),
+        "variant": " ".join(_normalise(o) for o in overrides if not _ignored(o)),
+        "global_step": metrics.get("global_step"),
+        "path": str(run_dir),
+    }
+    row.update({key: _number(metrics.get(key)) for key in METRICS})
+    return row
+
+
+def _ignored(override: str) -> bool:
+    key = override.split("=", 1)[0].lstrip("~")
+    return key in _NAMED or any(key == b.rstrip(".") or key.startswith(b) for b in _BOOKKEEPING)
+
+
+def _normalise(override: str) -> str:
+    """``dataset.eval_source.<key>`` (dataset=synth's held-out source) reads as the ``dataset.<key>`` it stands for."""
+    return override.replace("dataset.eval_source.", "dataset.", 1)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def collect(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Rows of every run under ``roots``, in table order (experiment, stage, reward, variant, seed)."""
+    return sorted((load_run(r) for r in find_runs(roots)), key=_sort_key)
+
+
+def _sort_key(row: dict[str, Any]) -> tuple:
+    name = str(row["experiment"])
+    rank = ORDER.index(name) if name in ORDER else len(ORDER)
+    stage = STAGE_ORDER.index(row["stage"]) if row["stage"] in STAGE_ORDER else len(STAGE_ORDER)
+    seed = row.get("seed")
+    return (rank, name, stage, str(row["reward"]), str(row["variant"]),
+            seed if isinstance(seed, int) else -1, row["path"])  # fmt: skip
+
+
+# ---- grouping -----------------------------------------------------------------------------------------------------
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the non-missing values; std is None below two values."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per group of runs equal in :data:`IDENTITY` (i.e. differing only in seed): ``seeds``, ``runs``,
+    ``<metric>_mean`` and ``<metric>_std`` for each of :data:`METRICS`. Keeps the order of ``rows``."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in IDENTITY), []).append(row)
+    out = []
+    for key, members in groups.items():
+        group: dict[str, Any] = dict(zip(IDENTITY, key, strict=True))
+        group["seeds"] = " ".join(str(m["seed"]) for m in members)
+        group["runs"] = len(members)
+        for metric in METRICS:
+            group[f"{metric}_mean"], group[f"{metric}_std"] = mean_std([m[metric] for m in members])
+        out.append(group)
+    return out
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if metric == "wall_time_s" else f"{value:.3f}"
+
+
+def _cell(mean: float | None, std: float | None, metric: str) -> str:
+    return _fmt(mean, metric) if std is None else f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
+
+
+def _table(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines]
+    return out
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None) -> str:
+    """``results.md``: the grouped table (mean ± std over seeds) and the per-run table."""
+    groups = group_rows(rows) if groups is None else groups
+    common = _common_overrides(rows)
+    shown = {id(r): " ".join(o for o in r["variant"].split() if o not in common) for r in [*rows, *groups]}
+    show_variant = any(shown.values())
+    ident = ["experiment", "stage", "reward", "held-out", *(["variant"] if show_variant else [])]
+    lines = ["# Results", ""]
+    evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
+    if len(evaluated_on) > 1:
+        lines += [f"**Not comparable as one table:** runs were evaluated on {', '.join(evaluated_on)}.", ""]
+    if common:
+        lines += ["Every run: `" + " ".join(common) + "`", ""]
+    lines += ["## Mean ± std over seeds", ""]
+    lines += _table(
+        [*ident, "seeds", *(HEADERS[m] for m in METRICS)],
+        (
+            [
+                g["experiment"],
+                g["stage"],
+                g["reward"],
+                f"{g['split']} (n={g['n_eval']})",
+                *([shown[id(g)]] if show_variant else []),
+                g["seeds"],
+                *(_cell(g[f"{m}_mean"], g[f"{m}_std"], m) for m in METRICS),
+            ]  # fmt: skip
+            for g in groups
+        ),
+    )
+    lines += ["", "## Runs", ""]
+    lines += _table(
+        ["run", *ident, "seed", *(HEADERS[m] for m in METRICS)],
+        (
+            [
+                r["run"],
+                r["experiment"],
+                r["stage"],
+                r["reward"],
+                f"{r['split']} (n={r['n_eval']})",
+                *([shown[id(r)]] if show_variant else []),
+                r["seed"],
+                *(_fmt(r[m], m) for m in METRICS),
+            ]  # fmt: skip
+            for r in rows
+        ),
+    )
+    lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions; AU F1 is over the AUs "
+              "present in the gold labels. Run folders: `results.csv` (column `path`).", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _common_overrides(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The variant overrides every row shares (stated once above the tables instead of in every line)."""
+    if not rows:
+        return []
+    first = rows[0]["variant"].split()
+    return [o for o in first if all(o in r["variant"].split() for r in rows[1:])]
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+
+
+def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.md``, ``results.csv`` and ``results_grouped.csv`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_rows(rows)
+    paths = {
+        "markdown": out_dir / "results.md",
+        "runs_csv": out_dir / "results.csv",
+        "grouped_csv": out_dir / "results_grouped.csv",
+    }
+    paths["markdown"].write_text(to_markdown(rows, groups), encoding="utf-8")
+    _write_csv(paths["runs_csv"], RUN_COLUMNS, rows)
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    _write_csv(paths["grouped_csv"], [*IDENTITY, "seeds", "runs", *stats], groups)
+    return paths
+
+
+# ---- the rest of a run folder (for the notebook) ------------------------------------------------------------------
+
+
+def read_curves(run_dir: str | Path) -> list[dict[str, float]]:
+    """Lightning's CSV log (``csv/version_*/metrics.csv``, every version in order: a resumed run appends one) as
+    rows of ``{column: float}`` with empty cells left out."""
+    rows: list[dict[str, float]] = []
+    for path in sorted(Path(run_dir).glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])):
+        with path.open(newline="") as f:
+            for raw in csv.DictReader(f):
+                row = {}
+                for key, value in raw.items():
+                    try:
+                        row[key] = float(value)
+                    except (TypeError, ValueError):
+                        continue
+                rows.append(row)
+    return rows
+
+
+def read_predictions(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "predictions.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def attach_images(run_dir: str | Path, predictions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``predictions`` with ``image`` (absolute path, or None when not found) from the run's own dataset config.
+
+    The evaluated split's records are loaded through the saved ``dataset`` node (SynthFACS reads its render cache,
+    ``$FACIAL_R1_CACHE``, rendering again if that cache is gone) and joined on (``dataset``, ``id``).
+    """
+    from omegaconf import OmegaConf
+
+    from facial_r1.data.sources import build_source
+
+    run_dir = Path(run_dir)
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    metrics = (
+        json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    )
+    split = metrics.get("split") or _select(config, "split") or "test"
+    source = build_source(config.dataset)
+    images = {(r.get("dataset"), r.get("id")): r.get("image") for r in source.records(split)}
+    return [{**p, "image": images.get((p.get("dataset"), p.get("id")))} for p in predictions]
+
+
+# ---- command line -------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m facial_r1.results",
+        description="Scan run folders (metrics.json + .hydra/config.yaml, any depth) into results.md / results.csv.",
+    )
+    parser.add_argument(
+        "roots", nargs="+", type=Path, help="run folders or folders holding them (e.g. outputs)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the tables (default: the first root)"
+    )
+    args = parser.parse_args(argv)
+    rows = collect(args.roots)
+    if not rows:
+        print(
+            f"no runs (metrics.json + .hydra/config.yaml) under {', '.join(map(str, args.roots))}",
+            file=sys.stderr,
+        )
+        return 1
+    paths = write_results(rows, args.out or args.roots[0])
+    print(to_markdown(rows).split("## Runs")[0].rstrip())
+    print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
