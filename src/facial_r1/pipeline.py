@@ -98,6 +98,7 @@ QUICK = (
     "train:logger=csv",
     "train:stage.eval.every_n_steps=1000",
     "train:stage.final_eval.limit=8",
+    "train:stage.final_eval.max_new_tokens=32",
     "sft_300:stage.num_samples=32",
     "sft:stage.batch_size=8",
     "sft:stage.warmup_steps=0",
@@ -109,7 +110,7 @@ QUICK = (
     "synth:max_retries=0",
     "synth:progress=false",
     "synth:checks.enforce=[]",
-    "synth:generation.max_new_tokens=48",
+    "synth:generation.max_new_tokens=32",
 )
 
 # Keys of dataset=synth itself (conf/dataset/synth.yaml); any other dataset.<key> belongs to its eval_source.
@@ -130,6 +131,9 @@ class PipelineError(RuntimeError):
 
 
 # ---- overrides ----------------------------------------------------------------------------------------------------
+
+
+ALL_SELECTORS = {"train"} | {s.name for s in STAGES} | {s.kind for s in STAGES}
 
 
 def _selectors(stage: Stage) -> set[str]:
@@ -160,9 +164,6 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
             item = item.replace("dataset.", "dataset.eval_source.", 1)
         out.append(item)
     return out
-
-
-ALL_SELECTORS = {"train"} | {s.name for s in STAGES} | {s.kind for s in STAGES}
 
 
 # ---- stage state --------------------------------------------------------------------------------------------------

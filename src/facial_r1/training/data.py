@@ -37,13 +37,25 @@ class RecordDataset(Dataset):
 class StepBatches(IterableDataset):
     """Infinite stream of batches of ``batch_size`` records: epoch e is a seeded permutation, batch k = slice k.
 
-    ``start_batch`` is the restored position (optimizer steps x accumulation) when a run resumes.
+    ``start_batch`` is the restored position (optimizer steps x accumulation) when a run resumes. Under data
+    parallelism every rank draws the same global batch of ``batch_size x world_size`` records and keeps its own
+    slice, so the union over ranks equals a single process's batch of that size (and GRPO groups never cross ranks).
     """
 
-    def __init__(self, dataset: RecordDataset, batch_size: int, seed: int, start_batch: int = 0):
+    def __init__(
+        self,
+        dataset: RecordDataset,
+        batch_size: int,
+        seed: int,
+        start_batch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if len(dataset) == 0:
             raise ValueError("the training split is empty: nothing to train on")
-        self.dataset, self.batch_size, self.seed, self.start_batch = dataset, batch_size, seed, start_batch
+        self.dataset, self.seed, self.start_batch = dataset, seed, start_batch
+        self.local_batch_size, self.rank = batch_size, rank
+        self.batch_size = batch_size * world_size  # the global batch
 
     def indices(self, batch: int) -> list[int]:
         n = len(self.dataset)
@@ -58,8 +70,10 @@ class StepBatches(IterableDataset):
 
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
         batch = self.start_batch
+        lo = self.rank * self.local_batch_size
         while True:
-            yield [self.dataset[i] for i in self.indices(batch)]
+            local = self.indices(batch)[lo : lo + self.local_batch_size]
+            yield [self.dataset[i] for i in local]
             batch += 1
 
 
@@ -92,6 +106,8 @@ class StageData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Lightning restores the checkpoint before building this loader, so global_step is already the resumed one.
-        start = self.trainer.global_step * self.accumulate if self.trainer is not None else 0
-        stream = StepBatches(RecordDataset(self.train_records), self.batch_size, self.seed, start)
+        trainer = self.trainer
+        start = trainer.global_step * self.accumulate if trainer is not None else 0
+        rank, world = getattr(trainer, "global_rank", 0), getattr(trainer, "world_size", 1)
+        stream = StepBatches(RecordDataset(self.train_records), self.batch_size, self.seed, start, rank, world)
         return DataLoader(stream, batch_size=1, collate_fn=_collate_prebatched, num_workers=self.num_workers)

@@ -313,8 +313,8 @@ class GRPOModule(StageModule):
         self.log(
             "reward", logs["train/reward/total"], prog_bar=True, logger=False, batch_size=len(scored.groups)
         )
-        every = int(self.trainer.log_every_n_steps)
-        if every > 0 and step % every == 0:
+        log_every = int(self.trainer.log_every_n_steps)
+        if log_every > 0 and step % log_every == 0:
             scalars = self._mean_over_ranks(logs)  # a collective: every rank reaches it on the same steps
             for lg in self.loggers:
                 lg.log_metrics(scalars, step=step)

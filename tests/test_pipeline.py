@@ -1,0 +1,233 @@
+"""The pipeline (SFT-300 -> GRPO -> synthesis -> SFT on it -> GRPO) and the reward-ablation multirun.
+
+Fast: how overrides reach stages and how each stage's command is built. Slow: the whole ``--quick`` chain end to end
+(five subprocesses on the tiny model, ~1.5 min on 2 cores) including a resumed rerun, and a two-run Hydra multirun.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facial_r1 import pipeline, results
+from facial_r1.pipeline import STAGES, PipelineError, stage_command, stage_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+# ---- fast: overrides and commands ---------------------------------------------------------------------------------
+
+
+def test_stages_chain_through_exports_in_order():
+    names = [s.name for s in STAGES]
+    assert names == ["sft_300", "sft300_grpo", "synth_round1", "sft_synth_round1", "sft300_grpo_synth"]
+    for stage in STAGES:  # every input is an earlier stage
+        for source in (stage.init_from, stage.data_from):
+            assert source is None or names.index(source) < names.index(stage.name)
+    for stage in STAGES:  # every experiment named by a stage exists
+        for arg in stage.args:
+            if arg.startswith("experiment="):
+                assert (REPO / "conf" / "experiment" / f"{arg.split('=')[1]}.yaml").is_file()
+
+
+def test_selected_overrides_reach_only_their_stages():
+    overrides = ["seed_like=1", "sft:stage.lr=1e-4", "grpo:trainer.max_time=null", "synth:limit=5",
+                 "train:logger=csv", "sft300_grpo:stage.objective.beta=0", "trainer.max_time=00:00:05:00"]  # fmt: skip
+    assert stage_overrides(BY_NAME["sft_300"], overrides) == [
+        "seed_like=1",
+        "stage.lr=1e-4",
+        "logger=csv",
+        "trainer.max_time=00:00:05:00",  # a value with ":" is not a selector
+    ]
+    assert stage_overrides(BY_NAME["sft300_grpo"], overrides) == [
+        "seed_like=1",
+        "trainer.max_time=null",
+        "logger=csv",
+        "stage.objective.beta=0",
+        "trainer.max_time=00:00:05:00",
+    ]
+    assert stage_overrides(BY_NAME["synth_round1"], overrides) == [
+        "seed_like=1",
+        "limit=5",
+        "trainer.max_time=00:00:05:00",
+    ]
+
+
+def test_dataset_overrides_go_to_the_held_out_source_of_the_synth_stage():
+    overrides = ["dataset.n_test=100", "dataset.duplicates=first", "+dataset.config.p_au_only=0.2"]
+    assert stage_overrides(BY_NAME["sft_synth_round1"], overrides) == [
+        "dataset.eval_source.n_test=100",
+        "dataset.duplicates=first",  # a key of dataset=synth itself
+        "+dataset.eval_source.config.p_au_only=0.2",
+    ]
+    assert stage_overrides(BY_NAME["sft300_grpo_synth"], overrides) == overrides
+
+
+@pytest.mark.parametrize("bad", ["dataset=rafdb", "gpu:trainer.devices=2"])
+def test_bad_overrides_are_refused_with_a_reason(bad):
+    with pytest.raises(PipelineError, match="dataset=synth|unknown selector"):
+        stage_overrides(BY_NAME["sft_300"], [bad])
+
+
+def test_stage_command_names_its_inputs_explicitly(tmp_path):
+    inputs = {"sft300_grpo": tmp_path / "g" / "model", "synth_round1": tmp_path / "s"}
+    run_dir = tmp_path / "train" / "x_sft_synth_round1"
+    command = stage_command(BY_NAME["sft_synth_round1"], run_dir, tmp_path, 3, inputs, ["a=1"], resume=False)
+    assert command[:3] == [sys.executable, "train.py", "experiment=pipeline_round2_sft"]
+    for arg in (f"paths.output_root={tmp_path}", f"hydra.run.dir={run_dir}", "run_name=sft_synth_round1", "seed=3",
+                f"model.init_from={inputs['sft300_grpo']}", f"dataset.runs=[{inputs['synth_round1']}]", "a=1"):  # fmt: skip
+        assert arg in command
+    assert not any(a.startswith("ckpt_path=") for a in command)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    resumed = stage_command(BY_NAME["sft_synth_round1"], run_dir, tmp_path, 3, inputs, [], resume=True)
+    assert f"ckpt_path={run_dir}" in resumed
+    synth = stage_command(BY_NAME["synth_round1"], tmp_path / "s", tmp_path, 0, inputs, [], resume=True)
+    assert synth[1] == "synthesize.py" and not any(a.startswith("ckpt_path=") for a in synth)
+
+
+def test_parse_args_splits_hydra_overrides_after_the_double_dash(tmp_path):
+    args = pipeline.parse_args(
+        ["--out-root", str(tmp_path), "--quick", "--seed", "2", "--", "a=1", "sft:b=2"]
+    )
+    assert (args.out_root, args.quick, args.seed, args.overrides) == (tmp_path, True, 2, ["a=1", "sft:b=2"])
+    assert pipeline.parse_args([]).overrides == []
+
+
+def test_round2_refuses_an_empty_round(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "counts": {"accepted": 0}}))
+    with pytest.raises(PipelineError, match="accepted no sample"):
+        pipeline._check_inputs(BY_NAME["sft_synth_round1"], {"synth_round1": tmp_path})
+
+
+# ---- slow: the chain end to end -----------------------------------------------------------------------------------
+
+
+def _run_pipeline(out_root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "facial_r1.pipeline", "--out-root", str(out_root), "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.mark.slow
+def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir, subprocess_env):
+    out_root = tmp_path / "pipeline"
+    env = subprocess_env(tmp_path / "unused_default_root")
+    _run_pipeline(out_root, env)
+
+    state = json.loads((out_root / "pipeline.json").read_text())
+    assert list(state["stages"]) == [s.name for s in STAGES]
+    assert all(r["status"] == "done" for r in state["stages"].values())
+    run = {name: Path(r["run_dir"]) for name, r in state["stages"].items()}
+    assert all(path.parent.parent == out_root for path in run.values())  # one shared paths.output_root
+    assert not (tmp_path / "unused_default_root").exists()
+
+    # each stage starts from the previous stage's export, named explicitly
+    def card(name: str) -> dict:
+        return json.loads((run[name] / "model" / "facial_r1_export.json").read_text())
+
+    assert card("sft_300")["init_from"] is None
+    assert card("sft300_grpo")["init_from"] == str(run["sft_300"] / "model")
+    manifest = json.loads((run["synth_round1"] / "manifest.json").read_text())
+    assert manifest["source_model"]["folder"] == str(run["sft300_grpo"] / "model") and manifest["round"] == 1
+    assert manifest["counts"]["accepted"] > 0
+    assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")
+    assert card("sft300_grpo_synth")["init_from"] == str(run["sft_synth_round1"] / "model")
+    round2 = yaml.safe_load((run["sft_synth_round1"] / ".hydra" / "config.yaml").read_text())
+    assert round2["dataset"]["_target_"].endswith("SynthRoundsSource")
+    assert round2["dataset"]["runs"] == [str(run["synth_round1"])]
+    assert round2["teacher"]["_target_"] == "facial_r1.synthesis.rounds.DatasetTeacher"
+    assert round2["dataset"]["eval_source"]["n_test"] == 8  # the same held-out split as the other stages
+
+    # the results table: one row per training stage, all on the same held-out split
+    rows = {r["experiment"]: r for r in results.collect([out_root])}
+    assert set(rows) == {"sft_300", "sft300_grpo", "pipeline_round2_sft", "sft300_grpo_synth"}
+    assert {(r["split"], r["n_eval"]) for r in rows.values()} == {("test", 8)}
+    assert (out_root / "results.md").is_file() and (out_root / "results.csv").is_file()
+
+    # resume: a stage that lost its evaluation reruns in its own folder from its checkpoint; the rest are skipped
+    (run["sft300_grpo_synth"] / "metrics.json").unlink()
+    proc = _run_pipeline(out_root, env)
+    assert proc.stderr.count("skipped") == 4, proc.stderr[-3000:]
+    again = json.loads((out_root / "pipeline.json").read_text())["stages"]
+    assert {name: r["run_dir"] for name, r in again.items()} == {name: str(p) for name, p in run.items()}
+    assert f"ckpt_path={run['sft300_grpo_synth']}" in again["sft300_grpo_synth"]["command"]
+    assert (run["sft300_grpo_synth"] / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_reward_ablation_multirun_lands_one_folder_per_run_in_one_sweep(
+    tmp_path, tiny_sft_run, subprocess_env
+):
+    out_root = tmp_path / "outputs"
+    args = [
+        "-m",
+        "experiment=reward_ablation",
+        "reward=au_format,format_only",  # the command line narrows the experiment's sweep
+        "seed=0",
+        f"model.init_from={tiny_sft_run / 'model'}",
+        "dataset.n_train=64",
+        "dataset.n_val=8",
+        "dataset.n_test=8",
+        "dataset.progress=false",
+        "trainer.max_steps=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "stage.eval.every_n_steps=1000",
+        "stage.final_eval.limit=4",
+        "stage.final_eval.max_new_tokens=32",
+        "stage.prompts_per_step=2",
+        "stage.objective.num_generations=2",
+        "stage.objective.max_completion_length=16",
+    ]
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(out_root),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    sweeps = list((out_root / "train" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    runs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert runs == ["0_au_format_seed0", "1_format_only_seed0"]
+    rows = results.collect([sweeps[0]])
+    assert sorted((r["stage"], r["reward"], r["seed"]) for r in rows) == [
+        ("grpo", "au_format", 0),
+        ("grpo", "format_only", 0),
+    ]
+    for row in rows:
+        info = json.loads((Path(row["path"]) / "run_info.json").read_text())
+        assert info["init_from"] == str(tiny_sft_run / "model")
+
+
+@pytest.mark.slow
+def test_sft_all_noisy_experiment_trains_on_every_image_with_the_noisy_teacher(
+    tmp_path, tiny_model_dir, subprocess_env
+):
+    """experiment=sft_all_noisy = experiment=sft_all (included) + teacher=template_noisy, at a tiny size."""
+    args = ["experiment=sft_all_noisy", "dataset.n_train=64", "dataset.n_val=8", "dataset.n_test=8",
+            "dataset.progress=false", "model.tiny.warm_start_steps=0", "stage.batch_size=8", "trainer.max_steps=1",
+            "trainer.enable_progress_bar=false", "logger=csv", "stage.eval.every_n_steps=1000",
+            "stage.final_eval.limit=4", "stage.final_eval.max_new_tokens=32"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=subprocess_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    (run,) = (tmp_path / "train").glob("*_sft")
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    assert config["stage"]["num_samples"] == "all" and config["trainer"]["max_time"] == "00:00:09:00"
+    assert config["teacher"]["noise"]["wrong_emotion_rate"] == 0.2
+    log = (run / "train.log").read_text()
+    used = int(log.split("sft: ")[1].split(" training records")[0])
+    assert used > 32  # every labelled image of the 64, not a sample of them
+    (row,) = results.collect([tmp_path])
+    assert (row["experiment"], row["stage"]) == ("sft_all_noisy", "sft")

@@ -1,0 +1,253 @@
+"""The results collector on hand-written run folders: which folders are runs, what a row holds, mean ± std over
+seeds, and the Markdown / CSV files. Numbers are chosen so the expected means and stds are easy to check by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facial_r1 import results
+
+BASE_METRICS = {
+    "split": "test",
+    "num_samples": 500,
+    "emotion_acc": 0.5,
+    "emotion_uar": 0.4,
+    "au_f1_macro": 0.3,
+    "au_f1_micro": 0.35,
+    "format_rate": 1.0,
+    "consistency_rate": 0.9,
+    "au_hallucination_rate": None,
+    "wall_time_s": 100.0,
+    "global_step": 700,
+    "au_f1_per_au": {"AU1": 0.5},
+}
+
+
+def make_run(
+    root: Path,
+    name: str,
+    *,
+    stage: str = "sft",
+    experiment: str | None = None,
+    reward: str = "au_acc_format",
+    seed: int = 0,
+    overrides: tuple[str, ...] = (),
+    task: str = "train",
+    model_path: str | None = None,
+    **metrics: float | None,
+) -> Path:
+    """A run folder as train.py / evaluate.py write it (only the files the collector reads)."""
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = {
+        "paths": {"output_root": "${oc.env:FACIAL_R1_TEST_UNSET,outputs}"},
+        "model": {"path": model_path, "init_from": None},
+        "stage": {"name": "eval" if task == "evaluate" else stage},
+        "task_name": task,
+        "run_name": "${stage.name}",  # saved unresolved, as Hydra does
+        "seed": seed,
+    }
+    choices = {"experiment": experiment, "reward": reward, "stage": None if task == "evaluate" else stage}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (run / "metrics.json").write_text(json.dumps({**BASE_METRICS, **metrics}))
+    if task == "train":
+        (run / "run_info.json").write_text(json.dumps({"stage": stage, "seed": seed}))
+    return run
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path) -> Path:
+    """Two seeds of GRPO (one level deeper, as a multirun), one SFT, one zero-shot evaluation, and non-runs."""
+    root = tmp_path / "outputs"
+    sweep = root / "train" / "multirun" / "2026-01-01_00-00-00"
+    make_run(sweep, "0_au_acc_format_seed0", stage="grpo", experiment="sft300_grpo", seed=0, emotion_acc=0.5,
+             overrides=("stage=grpo", "seed=0", "model.init_from=/a/model", "paths.output_root=/x"))  # fmt: skip
+    make_run(sweep, "1_au_acc_format_seed1", stage="grpo", experiment="sft300_grpo", seed=1, emotion_acc=0.7,
+             au_hallucination_rate=0.2, wall_time_s=200.0,
+             overrides=("stage=grpo", "seed=1", "model.init_from=/b/model", "paths.output_root=/y"))  # fmt: skip
+    make_run(root / "train", "2026-01-01_00-00-01_sft", stage="sft", experiment="sft_300", emotion_acc=0.4)
+    make_run(root / "evaluate", "2026-01-01_00-00-02_zero_shot", task="evaluate", experiment="zero_shot",
+             emotion_acc=0.1, overrides=("+experiment=zero_shot", "limit=500"))  # fmt: skip
+    (root / "synthesize" / "run").mkdir(parents=True)
+    (root / "synthesize" / "run" / "manifest.json").write_text("{}")  # a synthesis run: not a row
+    (root / "stray").mkdir()
+    (root / "stray" / "metrics.json").write_text("{}")  # no .hydra/config.yaml: not a run
+    return root
+
+
+def test_find_runs_at_any_depth_skips_folders_that_are_not_runs(runs_root):
+    found = results.find_runs([runs_root])
+    assert sorted(p.name for p in found) == [
+        "0_au_acc_format_seed0",
+        "1_au_acc_format_seed1",
+        "2026-01-01_00-00-01_sft",
+        "2026-01-01_00-00-02_zero_shot",
+    ]
+    # a run folder given directly is a root too; duplicates across roots count once
+    direct = runs_root / "train" / "2026-01-01_00-00-01_sft"
+    assert results.find_runs([direct, runs_root]).count(direct.resolve()) == 1
+
+
+def test_rows_read_stage_experiment_reward_seed_and_metrics(runs_root):
+    rows = {r["run"]: r for r in results.collect([runs_root])}
+    grpo = rows["1_au_acc_format_seed1"]
+    assert (grpo["stage"], grpo["experiment"], grpo["reward"], grpo["seed"]) == (
+        "grpo",
+        "sft300_grpo",
+        "au_acc_format",
+        1,
+    )
+    assert (
+        grpo["emotion_acc"] == 0.7 and grpo["au_hallucination_rate"] == 0.2 and grpo["wall_time_s"] == 200.0
+    )
+    assert (grpo["split"], grpo["n_eval"], grpo["global_step"]) == ("test", 500, 700)
+    assert grpo["variant"] == ""  # stage/seed are columns; init_from and paths are bookkeeping
+    sft = rows["2026-01-01_00-00-01_sft"]
+    assert (sft["stage"], sft["experiment"], sft["reward"]) == (
+        "sft",
+        "sft_300",
+        "-",
+    )  # SFT trains on no reward
+    zero = rows["2026-01-01_00-00-02_zero_shot"]
+    assert (zero["stage"], zero["experiment"], zero["variant"]) == ("zero-shot", "zero_shot", "limit=500")
+    # table order: the paper's ablation order
+    assert [r["experiment"] for r in results.collect([runs_root])] == [
+        "zero_shot",
+        "sft_300",
+        "sft300_grpo",
+        "sft300_grpo",
+    ]
+
+
+def test_experiment_falls_back_to_run_name_and_an_evaluated_export_is_eval(tmp_path):
+    make_run(tmp_path, "plain", stage="grpo")
+    make_run(tmp_path, "eval_export", task="evaluate", model_path="/runs/x/model")
+    rows = {r["run"]: r for r in results.collect([tmp_path])}
+    assert rows["plain"]["experiment"] == "grpo"  # run_name: ${stage.name} resolved
+    assert rows["eval_export"]["stage"] == "eval"
+
+
+def test_mean_std_is_the_sample_std_and_skips_missing():
+    mean, std = results.mean_std([0.5, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(math.sqrt(0.02))  # sqrt(((0.1)^2 * 2) / 1)
+    assert results.mean_std([0.5, None]) == (0.5, None)
+    assert results.mean_std([None, None]) == (None, None)
+    assert results.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+
+
+def test_groups_pool_seeds_only(runs_root):
+    rows = results.collect([runs_root])
+    groups = results.group_rows(rows)
+    assert [(g["experiment"], g["runs"]) for g in groups] == [
+        ("zero_shot", 1),
+        ("sft_300", 1),
+        ("sft300_grpo", 2),
+    ]
+    grpo = groups[-1]
+    assert grpo["seeds"] == "0 1"
+    assert grpo["emotion_acc_mean"] == pytest.approx(0.6)
+    assert grpo["emotion_acc_std"] == pytest.approx(0.141421, abs=1e-5)
+    assert grpo["au_f1_macro_std"] == pytest.approx(0.0)
+    assert (
+        grpo["au_hallucination_rate_mean"] == pytest.approx(0.2) and grpo["au_hallucination_rate_std"] is None
+    )
+    assert grpo["wall_time_s_mean"] == pytest.approx(150.0)
+
+
+def test_a_different_override_is_a_different_group(tmp_path):
+    make_run(tmp_path, "a", stage="grpo", experiment="x", seed=0, overrides=("stage.lr=1e-4", "seed=0"))
+    make_run(tmp_path, "b", stage="grpo", experiment="x", seed=1, overrides=("stage.lr=1e-4", "seed=1"))
+    make_run(tmp_path, "c", stage="grpo", experiment="x", seed=0, overrides=("stage.lr=3e-4",))
+    make_run(tmp_path, "d", stage="grpo", experiment="x", reward="format_only", seed=0)
+    groups = results.group_rows(results.collect([tmp_path]))
+    assert sorted((g["reward"], g["variant"], g["runs"]) for g in groups) == [
+        ("au_acc_format", "stage.lr=1e-4", 2),
+        ("au_acc_format", "stage.lr=3e-4", 1),
+        ("format_only", "", 1),
+    ]
+
+
+def test_markdown_and_csv_files(runs_root, tmp_path):
+    rows = results.collect([runs_root])
+    paths = results.write_results(rows, tmp_path / "out")
+    text = paths["markdown"].read_text()
+    assert "## Mean ± std over seeds" in text and "## Runs" in text
+    # variant column (the evaluation's limit=500), empty for the GRPO group
+    assert "| sft300_grpo | grpo | au_acc_format | test (n=500) |  | 0 1 | 0.600 ± 0.141 |" in text
+    assert "| zero_shot | zero-shot | - | test (n=500) |" in text
+    assert "Not comparable" not in text  # every row evaluated on the same split and size
+    with paths["runs_csv"].open() as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == 4 and list(runs[0]) == list(results.RUN_COLUMNS)
+    assert {r["emotion_acc"] for r in runs} == {"0.1", "0.4", "0.5", "0.7"}
+    assert runs[-1]["au_hallucination_rate"] == "0.2" and runs[0]["au_hallucination_rate"] == ""
+    with paths["grouped_csv"].open() as f:
+        grouped = list(csv.DictReader(f))
+    assert len(grouped) == 3 and float(grouped[-1]["emotion_acc_std"]) == pytest.approx(0.141421, abs=1e-5)
+
+
+def test_markdown_warns_when_held_out_splits_differ(tmp_path):
+    make_run(tmp_path, "a", experiment="x")
+    make_run(tmp_path, "b", experiment="y", num_samples=8)
+    assert "Not comparable as one table" in results.to_markdown(results.collect([tmp_path]))
+
+
+def test_cli_writes_the_files_and_fails_without_runs(runs_root, tmp_path, capsys):
+    assert results.main([str(runs_root), "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "results.md").is_file() and (tmp_path / "cli" / "results.csv").is_file()
+    assert "0.600 ± 0.141" in capsys.readouterr().out
+    assert (
+        results.main([str(runs_root)]) == 0 and (runs_root / "results.md").is_file()
+    )  # default: the first root
+    (tmp_path / "empty").mkdir()
+    assert results.main([str(tmp_path / "empty")]) == 1
+
+
+def test_read_curves_joins_csv_versions_and_skips_empty_cells(tmp_path):
+    for version, lines in (
+        (0, ["step,train/loss,lr-AdamW", "0,,0.001", "0,2.5,", "1,2.0,"]),
+        (1, ["step,train/loss,val/emotion_acc", "2,1.5,0.25"]),
+    ):
+        folder = tmp_path / "csv" / f"version_{version}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    curves = results.read_curves(tmp_path)
+    assert [c.get("train/loss") for c in curves] == [None, 2.5, 2.0, 1.5]
+    assert curves[-1] == {"step": 2.0, "train/loss": 1.5, "val/emotion_acc": 0.25}
+    assert results.read_curves(tmp_path / "nothing") == []
+
+
+def test_read_predictions_and_attach_images(tmp_path):
+    run = make_run(tmp_path, "run", experiment="x")
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+    config["dataset"] = {
+        "_target_": "facial_r1.data.sources.SynthFacesSource",
+        "cache_dir": str(tmp_path / "cache"),
+        "n_train": 1,
+        "n_val": 1,
+        "n_test": 2,
+        "progress": False,
+    }
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    from facial_r1.data.sources import SynthFacesSource
+
+    test_ids = [r["id"] for r in SynthFacesSource(cache_dir=str(tmp_path / "cache"), n_train=1, n_val=1, n_test=2,
+                                                   progress=False).records("test")]  # fmt: skip
+    rows = [
+        {"id": test_ids[1], "dataset": "synthfaces", "output": "x"},
+        {"id": "gone", "dataset": "synthfaces"},
+    ]
+    (run / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    predictions = results.read_predictions(run)
+    assert [p["id"] for p in predictions] == [test_ids[1], "gone"]
+    joined = results.attach_images(run, predictions)
+    assert Path(joined[0]["image"]).is_file() and joined[0]["output"] == "x"
+    assert joined[1]["image"] is None
