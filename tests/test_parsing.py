@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import concurrent.futures
 
 import pytest
 from hypothesis import given, settings
@@ -194,11 +194,17 @@ ADVERSARIAL = [
 
 
 @pytest.mark.parametrize("text", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
-def test_huge_adversarial_inputs_are_fast(text: str) -> None:
-    start = time.perf_counter()
-    parse(text, label_set=BASIC7)
-    parse(text, label_set=BASIC7, au_scope="completion", drop_negated=False)
-    assert time.perf_counter() - start < 2.0
+def test_huge_adversarial_inputs_terminate(text: str) -> None:
+    """A hang guard, not a speed test: catastrophic regex backtracking on these inputs would run for hours, so a
+    generous bound separates "finished" from "hung" even on a loaded machine (speed lives in benchmarks/)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(
+            lambda: (
+                parse(text, label_set=BASIC7),
+                parse(text, label_set=BASIC7, au_scope="completion", drop_negated=False),
+            )
+        )
+        job.result(timeout=120)
 
 
 _PIECES = st.sampled_from(
