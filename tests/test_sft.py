@@ -303,5 +303,8 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_sft_run, subproc
     uninterrupted = load_file(tiny_sft_run / "model" / "model.safetensors")
     assert json.loads((tiny_sft_run / "metrics.json").read_text())["global_step"] == 6
     assert resumed.keys() == uninterrupted.keys()
+    # Same data, same optimizer state: the weights agree with the never-killed run. The tolerance allows float
+    # reduction-order noise between processes (seen once at 2e-5 under heavy load); a run that lost its optimizer
+    # state or data position drifts by ~1e-3 over these steps.
     for key, value in uninterrupted.items():
-        assert torch.allclose(resumed[key], value, rtol=0, atol=1e-6), key
+        assert torch.allclose(resumed[key], value, rtol=0, atol=2e-4), key
