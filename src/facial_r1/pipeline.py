@@ -237,6 +237,8 @@ def run_pipeline(
     all_overrides = [*(QUICK if quick else ()), *overrides]
     state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides))
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    # The stages run this checkout's code (its train.py imports facial_r1 from src/), whatever is pip-installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")  # the tiny model is fastest single-threaded (conf num_threads)
     inputs: dict[str, Path] = {}
     for stage in STAGES:

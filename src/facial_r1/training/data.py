@@ -109,5 +109,7 @@ class StageData(L.LightningDataModule):
         trainer = self.trainer
         start = trainer.global_step * self.accumulate if trainer is not None else 0
         rank, world = getattr(trainer, "global_rank", 0), getattr(trainer, "world_size", 1)
-        stream = StepBatches(RecordDataset(self.train_records), self.batch_size, self.seed, start, rank, world)
+        stream = StepBatches(
+            RecordDataset(self.train_records), self.batch_size, self.seed, start, rank, world
+        )
         return DataLoader(stream, batch_size=1, collate_fn=_collate_prebatched, num_workers=self.num_workers)
