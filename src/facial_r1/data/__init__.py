@@ -1,0 +1,1 @@
+"""Data: the sample record, SynthFACS, dataset sources, prompts and teachers."""

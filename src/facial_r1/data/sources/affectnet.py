@@ -1,0 +1,96 @@
+"""AffectNet (manually annotated part).
+
+On disk::
+
+    <root>/training.csv, <root>/validation.csv   (paths configurable through ``files``)
+        header: subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal
+    <root>/Manually_Annotated_Images/<subDirectory_filePath>
+
+``expression`` 0-7 are emotions (0 neutral, 1 happiness, 2 sadness, 3 surprise, 4 fear, 5 disgust, 6 anger,
+7 contempt); 8 none, 9 uncertain and 10 no-face are not expressions: those rows are left out and counted (reason
+``not_an_expression``), not errors. With ``classes=7`` contempt rows are left out the same way (reason
+``excluded_class``), for the common AffectNet-7 protocol. Valence, arousal and the face box go to ``meta_info``.
+
+Splits: AffectNet's test set is not public, so its validation set is the test split (as in the literature); ``val``
+is a seeded ``val_fraction`` slice of training.csv and ``train`` is the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from facial_r1.data.images import resolve_image
+from facial_r1.data.schema import DataError, make_record
+from facial_r1.data.sources.base import Drop, Row, SampleError, Source, read_csv_rows
+from facial_r1.facs import LABEL_ORDERS
+
+REQUIRED_COLUMNS = ("subDirectory_filePath", "expression", "valence", "arousal")
+BOX_COLUMNS = ("face_x", "face_y", "face_width", "face_height")
+NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no-face"}
+
+
+class AffectNetSource(Source):
+    """AffectNet-8 (or -7) from the manually annotated CSVs."""
+
+    name = "affectnet"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        on_error: str = "raise",
+        report_path: str | None = None,
+        files: dict[str, str] | None = None,
+        images_dir: str = "Manually_Annotated_Images",
+        classes: int = 8,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+    ):
+        super().__init__(root, on_error, report_path, val_fraction, seed)
+        if classes not in (7, 8):
+            raise ValueError(f"classes must be 7 or 8, got {classes}")
+        self.files = dict(files or {"train": "training.csv", "test": "validation.csv"})
+        self.images_dir = self.root / images_dir
+        self.label_order = LABEL_ORDERS["affectnet"][:classes]
+
+    def _val_is_holdout(self) -> bool:
+        return True
+
+    def _rows(self, split: str) -> Iterator[Row]:
+        if split not in self.files:
+            raise DataError(f"affectnet: no file configured for split {split!r} (files: {self.files})")
+        yield from read_csv_rows(str(self.root / self.files[split]), REQUIRED_COLUMNS, self.name)
+
+    def _parse(self, row: Row) -> dict[str, Any] | Drop:
+        data = row.data
+        if any(data.get(c) in (None, "") for c in REQUIRED_COLUMNS):
+            raise SampleError(
+                "missing_field", f"empty value in one of {REQUIRED_COLUMNS}", row.file, row.line
+            )
+        try:
+            expression = int(data["expression"])
+            valence, arousal = float(data["valence"]), float(data["arousal"])
+            has_box = all(data.get(c) not in (None, "") for c in BOX_COLUMNS)
+            box = [float(data[c]) for c in BOX_COLUMNS] if has_box else None  # x, y, width, height in pixels
+        except ValueError as err:
+            raise SampleError("malformed_line", f"bad number: {err}", row.file, row.line) from err
+        if expression in NON_EXPRESSIONS:
+            return Drop("not_an_expression", f"expression {expression} ({NON_EXPRESSIONS[expression]})")
+        if expression == 7 and len(self.label_order) == 7:
+            return Drop("excluded_class", "contempt (classes=7)")
+        if not 0 <= expression < len(self.label_order):
+            raise SampleError("unknown_label", f"expression {expression} not in 0..10", row.file, row.line)
+        meta = {"valence": valence, "arousal": arousal, **self.origin(row)}
+        if box is not None:
+            meta["face_box"] = box
+        relpath = data["subDirectory_filePath"]
+        return make_record(
+            id=os.path.splitext(relpath)[0],
+            dataset=self.name,
+            image=resolve_image(self.images_dir, relpath, row.file, row.line),
+            aus=None,
+            labels=[self.label_order[expression]],
+            label_set=sorted(self.label_order),
+            meta_info=meta,
+        )

@@ -1,0 +1,73 @@
+"""A folder of images, for predictions (or a class-per-folder layout such as FER2013's image release).
+
+Layouts::
+
+    <root>/<any/sub/path>/x.jpg        class_folders=False: no labels (labels=[], AUs=None), searched recursively
+    <root>/happy/x.jpg                 class_folders=True: the folder name is the label (normalised: "happy" ->
+                                       happiness; a name outside ``label_set`` is an unknown-label error)
+
+Either layout may sit under ``<root>/train``, ``<root>/val``, ``<root>/test``: when any of these exists, each split
+is its folder (and a missing one is an error); otherwise the whole root serves every split. Files without an image
+extension are left out and counted (reason ``not_an_image``). Ids are paths relative to the split folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from facial_r1.data.images import IMAGE_EXTENSIONS, resolve_image
+from facial_r1.data.schema import DataError, make_record
+from facial_r1.data.sources.base import SPLITS, Drop, Row, Source
+from facial_r1.data.sources.labels import check_label_set, check_labels
+from facial_r1.facs import EMOTIONS
+
+
+class ImageFolderSource(Source):
+    """Images from a folder, unlabeled or labeled by class folder."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        on_error: str = "raise",
+        report_path: str | None = None,
+        class_folders: bool = False,
+        label_set: Sequence[str] = EMOTIONS,
+        name: str = "image_folder",
+    ):
+        super().__init__(root, on_error, report_path)
+        self.name = name
+        self.class_folders = class_folders
+        self.label_set = check_label_set(list(label_set))
+
+    def _rows(self, split: str) -> Iterator[Row]:
+        if not self.root.is_dir():
+            raise DataError("image folder not found", str(self.root))
+        split_layout = any((self.root / s).is_dir() for s in SPLITS)
+        base = self.root / split if split_layout else self.root
+        if not base.is_dir():
+            raise DataError(f"no folder for split {split!r} (the root has split folders)", str(base))
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            yield Row(str(path), None, base)
+
+    def _parse(self, row: Row) -> dict[str, Any] | Drop:
+        base: Path = row.data
+        relpath = Path(row.file).relative_to(base)
+        if relpath.suffix.lower() not in IMAGE_EXTENSIONS:
+            return Drop("not_an_image", str(relpath))
+        labels = []
+        if self.class_folders:
+            if len(relpath.parts) < 2:
+                return Drop("outside_class_folder", f"{relpath} is not inside a class folder")
+            labels = check_labels([relpath.parts[0]], self.label_set, path=row.file)
+        return make_record(
+            id=relpath.as_posix(),
+            dataset=self.name,
+            image=resolve_image(base, str(relpath), row.file),
+            aus=None,
+            labels=labels,
+            label_set=self.label_set,
+            meta_info={"source_file": row.file},
+        )

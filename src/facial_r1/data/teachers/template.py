@@ -1,0 +1,257 @@
+"""The template teacher: the offline stand-in for the paper's GPT-4o-mini SFT annotator.
+
+It writes ``<think>...</think><answer>...</answer>`` from the gold AUs and emotion: one short clause per AU (its
+visible change, then its number in parentheses), in face order (brows, eyes, nose, mouth, chin and jaw), then one
+sentence naming the emotion, and the label word as the answer. Short and regular on purpose: the ~0.7M-parameter
+default model learns from ~300 such samples. Phrasing varies over a few templates per sentence, chosen from a hash of
+(seed, record id), so a record always gets the same text.
+
+Gaps in a record are filled, documented here:
+- ``AUs=None`` (emotion-only data such as RAF-DB): the reasoning describes the emotion's prototype AUs
+  (``facs.EMOTION_PROTOTYPES``); an emotion without a prototype gets a relaxed-face sentence.
+- ``labels=[]`` (AU-only data such as DISFA): the conclusion names the offered label whose prototype has the highest
+  Jaccard similarity with the AUs (ties: first in the label set; an empty AU set matches neutral best).
+- Neither: ``ValueError`` (nothing to ground the text on).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from facial_r1.data.prompts import PromptTemplate, load_prompts, offered_labels
+from facial_r1.data.schema import DEFAULT_QUESTION
+from facial_r1.data.teachers.noise import TeacherNoise, stable_rng
+from facial_r1.data.teachers.openai import check_description
+from facial_r1.facs import (
+    ACTION_UNITS,
+    AU_VOCAB,
+    EMOTION_PROTOTYPES,
+    EMOTIONS,
+    LABEL_ORDERS,
+    au_codes,
+    au_number,
+)
+
+log = logging.getLogger(__name__)
+
+# Face order: brows, eyes, nose, mouth, then chin and jaw.
+_FACE_ORDER = (1, 2, 4, 5, 6, 7, 43, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 24, 25, 26, 27, 28, 32,
+               17, 29, 30, 31)  # fmt: skip
+
+# A second wording of each AU's visible change (the first is facs.ACTION_UNITS[n].appearance).
+_ALT_APPEARANCE = {
+    1: "the inner brows are lifted",
+    2: "the outer brows are lifted",
+    4: "the brows are pulled down and together",
+    5: "the upper lids rise and the eyes widen",
+    6: "the cheeks are lifted",
+    7: "the lids are tightened",
+    9: "the nose wrinkles",
+    10: "the upper lip is lifted",
+    11: "the nasolabial folds deepen",
+    12: "the lip corners are pulled up",
+    13: "the lip corners rise sharply",
+    14: "dimples form at the lip corners",
+    15: "the lip corners turn down",
+    16: "the lower lip is lowered",
+    17: "the chin is raised",
+    18: "the lips pucker",
+    19: "the tongue shows",
+    20: "the lips stretch sideways",
+    22: "the lips funnel outward",
+    23: "the lips tighten",
+    24: "the lips press together",
+    25: "the lips part",
+    26: "the jaw drops",
+    27: "the mouth opens wide",
+    28: "the lips are drawn in",
+    29: "the jaw juts forward",
+    30: "the jaw shifts sideways",
+    31: "the jaw is clenched tight",
+    32: "the teeth bite the lip",
+    43: "the eyes are shut",
+}
+_OPENERS = ("{obs}.", "Here {obs}.", "In this face {obs}.", "I observe that {obs}.")
+_CONCLUSIONS = (
+    "These cues indicate {emotion}.",
+    "Together these changes indicate {emotion}.",
+    "This combination points to {emotion}.",
+    "Taken together, the face expresses {emotion}.",
+)
+_NEUTRAL_CONCLUSIONS = (
+    "These cues indicate a neutral expression.",
+    "The expression is therefore neutral.",
+    "Overall the face reads as neutral.",
+)
+_RELAXED = (
+    "The face is relaxed and the features rest in their default positions.",
+    "The facial muscles are relaxed and every feature is at rest.",
+    "The brows, eyes and mouth all stay in their resting positions.",
+)
+
+
+def _jaccard(a: set[int], b: set[int]) -> float:
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def best_matching_emotion(aus: Sequence[str], labels: Sequence[str]) -> str:
+    """The label whose ``facs.EMOTION_PROTOTYPES`` set is most Jaccard-similar to ``aus`` (first label wins ties)."""
+    observed = {au_number(a) for a in aus}
+    candidates = [label for label in labels if label in EMOTION_PROTOTYPES] or list(labels)
+    return max(candidates, key=lambda label: _jaccard(observed, set(EMOTION_PROTOTYPES.get(label, ()))))
+
+
+def _join(clauses: list[str]) -> str:
+    return clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
+
+
+class TemplateTeacher:
+    """Deterministic AU-grounded reasoning from gold labels, optionally with :class:`TeacherNoise`.
+
+    ``phrasing="varied"`` picks among a few templates per sentence; ``"fixed"`` always uses the first (the most
+    regular text, e.g. for ablations on how much phrasing variety the tiny model can absorb).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        noise: TeacherNoise | Mapping[str, float] | None = None,
+        phrasing: Literal["varied", "fixed"] = "varied",
+    ) -> None:
+        if phrasing not in ("varied", "fixed"):
+            raise ValueError(f"phrasing must be 'varied' or 'fixed', got {phrasing!r}")
+        self.seed = seed
+        self.noise = noise if isinstance(noise, TeacherNoise) else TeacherNoise(**(noise or {}))
+        self.phrasing = phrasing
+
+    def __repr__(self) -> str:
+        return f"TemplateTeacher(seed={self.seed}, noise={self.noise}, phrasing={self.phrasing!r})"
+
+    def _pick(self, options: Sequence[str], record_id: str, slot: str) -> str:
+        if self.phrasing == "fixed":
+            return options[0]
+        return options[stable_rng(self.seed, record_id, slot).randrange(len(options))]
+
+    def targets(self, record: dict[str, Any]) -> tuple[list[str], str, dict[str, Any]]:
+        """The (AUs, emotion) the text will state before noise, and where each came from."""
+        labels = offered_labels(record)
+        aus, gold = record.get("AUs"), record.get("labels") or []
+        if aus is None and not gold:
+            raise ValueError(f"record {record.get('id')!r} has neither AUs nor an emotion label to describe")
+        emotion = gold[0] if gold else best_matching_emotion(aus, labels)
+        if aus is None:
+            aus = au_codes(EMOTION_PROTOTYPES.get(emotion, ()))
+        info = {"au_source": "gold" if record.get("AUs") is not None else "prototype"}
+        info["emotion_source"] = "gold" if gold else "prototype_match"
+        return list(aus), emotion, info
+
+    def describe_with_info(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The description and what shaped it: sources, the AUs/emotion stated, and any noise applied."""
+        record_id = str(record.get("id", ""))
+        aus, emotion, info = self.targets(record)
+        if self.noise.active:
+            aus, emotion, applied = self.noise.apply(
+                aus, emotion, record, stable_rng(self.seed, record_id, "noise")
+            )
+        else:
+            applied = {"omitted": [], "hallucinated": [], "wrong_emotion": None}
+        info.update(applied, aus=aus, emotion=emotion)
+        return self.render(aus, emotion, record_id), info
+
+    def describe(self, record: dict[str, Any]) -> str:
+        """``<think>...</think><answer>...</answer>`` for ``record`` (no whitespace outside the tags)."""
+        return self.describe_with_info(record)[0]
+
+    def describe_many(self, records: Sequence[dict[str, Any]], progress: bool = True) -> list[str]:
+        """:meth:`describe` for each record, with a progress bar unless ``progress=False``."""
+        return [self.describe(r) for r in tqdm(records, desc="teacher", disable=not progress)]
+
+    def render(self, aus: Sequence[str], emotion: str, record_id: str = "") -> str:
+        """The text stating exactly ``aus`` (any order, canonical codes) and ``emotion``."""
+        numbers = sorted({au_number(a) for a in aus}, key=lambda n: (_FACE_ORDER + (n,)).index(n))
+        clauses = []
+        for n in numbers:
+            known = ACTION_UNITS.get(n)
+            variants = (known.appearance, _ALT_APPEARANCE[n]) if known else (f"action unit {n} is active",)
+            clauses.append(f"{self._pick(variants, record_id, f'au{n}')} (AU{n})")
+        if clauses:
+            observed = self._pick(_OPENERS, record_id, "opener").format(obs=_join(clauses))
+            observed = observed[0].upper() + observed[1:]
+        else:
+            observed = self._pick(_RELAXED, record_id, "relaxed")
+        conclusions = _NEUTRAL_CONCLUSIONS if emotion == "neutral" else _CONCLUSIONS
+        conclusion = self._pick(conclusions, record_id, "conclusion").format(emotion=emotion)
+        return f"<think>{observed} {conclusion}</think><answer>{emotion}</answer>"
+
+
+def build_sft_records(
+    records: Sequence[dict[str, Any]], n: int | Literal["all"], seed: int = 0, teacher: Any = None
+) -> list[dict[str, Any]]:
+    """Pick ``n`` records that carry both AUs (possibly ``[]``) and an emotion label, and set their ``description``.
+
+    Selection is a seeded random sample (``"all"`` = every eligible record), returned in the input order; asking for
+    more than exist raises. ``teacher`` is anything with ``describe(record) -> str | None`` (default: a clean
+    :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher skipping invalid output)
+    are dropped with a warning. Inputs are not modified.
+    """
+    eligible = [i for i, r in enumerate(records) if r.get("AUs") is not None and r.get("labels")]
+    if n == "all":
+        chosen = eligible
+    elif isinstance(n, int) and 0 <= n <= len(eligible):
+        chosen = sorted(random.Random(seed).sample(eligible, n))
+    else:
+        raise ValueError(f"asked for {n!r} SFT records but only {len(eligible)} have both AUs and a label")
+    teacher = teacher if teacher is not None else TemplateTeacher(seed=seed)
+    out = []
+    for i in chosen:
+        description = teacher.describe(records[i])
+        if description is None:
+            continue
+        out.append({**records[i], "description": description})
+    if len(out) < len(chosen):
+        log.warning(
+            "teacher gave no valid description for %d of %d records", len(chosen) - len(out), len(chosen)
+        )
+    return out
+
+
+def tokenizer_corpus(
+    n: int = 2000, seed: int = 0, prompts: Sequence[PromptTemplate] | None = None
+) -> list[str]:
+    """Representative project text for training the tiny model's byte-level BPE.
+
+    Contains: every prompt (``prompts``, default all of ``conf/prompt/*.yaml``) rendered as user, synthesis and
+    reflection text for each known label set and AU vocabulary; every AU phrase; and ``n`` template-teacher
+    descriptions of random AU sets (0-6 AUs over all of ``facs.ACTION_UNITS``) and emotions (all of ``EMOTIONS``),
+    with varied phrasing.
+    """
+    rng = random.Random(seed)
+    all_aus = list(ACTION_UNITS)
+    teacher = TemplateTeacher(seed=seed)
+    texts = [
+        f"{au.appearance} ({au.code}) {_ALT_APPEARANCE[au.number]} ({au.code})"
+        for au in ACTION_UNITS.values()
+    ]
+    for i in range(n):
+        aus = au_codes(sorted(rng.sample(all_aus, rng.randint(0, 6))))
+        texts.append(teacher.render(aus, rng.choice(EMOTIONS), record_id=f"corpus{i}"))
+    label_sets = [list(EMOTIONS), [], *map(list, LABEL_ORDERS.values())]
+    vocabs = [[], *(au_codes(v) for v in AU_VOCAB.values())]
+    noisy = TemplateTeacher(seed=seed, noise=TeacherNoise(0.5, 0.5, 0.5))
+    for template in prompts if prompts is not None else load_prompts().values():
+        if template.system_text:
+            texts.append(template.system_text)
+        for k in range(max(len(label_sets), len(vocabs))):
+            labels, vocab = label_sets[k % len(label_sets)], vocabs[k % len(vocabs)]
+            emotion = rng.choice(labels or list(EMOTIONS))
+            record = {"id": f"p{k}", "question": DEFAULT_QUESTION, "label_set": labels, "au_vocab": vocab,
+                      "AUs": au_codes(EMOTION_PROTOTYPES[emotion]), "labels": [emotion]}  # fmt: skip
+            previous = noisy.describe(record)
+            texts += [template.user_text(record), template.synthesis_text(record)]
+            texts.append(template.reflection_text(record, previous, check_description(previous, record)))
+    return texts
