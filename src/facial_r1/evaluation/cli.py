@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import compute_metrics
 from facial_r1.evaluation.report import log_to_wandb, write_evaluation
-from facial_r1.evaluation.runner import scalar_metrics
+from facial_r1.evaluation.runner import SCALAR_KEYS, scalar_metrics
 from facial_r1.models.adapter import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,5 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "num_samples",
-        "emotion_acc",
-        "emotion_uar",
-        "au_f1_macro",
-        "au_f1_micro",
-        "format_rate",
-        "consistency_rate",
-        "au_hallucination_rate",
-        "rouge_l",
-        "rege",
-    )
-    return {k: metrics.get(k) for k in keys}
+    """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE."""
+    return {k: metrics.get(k) for k in ("num_samples", *SCALAR_KEYS, "rege")}
