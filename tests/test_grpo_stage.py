@@ -61,33 +61,122 @@ def _metrics_rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.fixture(scope="module")
+def sft_start(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, subprocess_env) -> Path:
+    """An SFT export of the tiny model that writes the format and names AUs, so GRPO rewards vary inside groups and
+    the updates below are not all zero (a random-init model scores 0 everywhere: every comparison would be moot)."""
+    out = tmp_path_factory.mktemp("grpo_start")
+    args = [
+        "dataset.n_train=400",
+        "dataset.n_val=8",
+        "dataset.n_test=8",
+        "dataset.progress=false",
+        "model.tiny.warm_start_steps=0",
+        "stage.num_samples=all",
+        "stage.batch_size=16",
+        "trainer.max_steps=120",
+        "stage.eval.every_n_steps=0",
+        "stage.final_eval.limit=4",
+        "stage.final_eval.max_new_tokens=16",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+    ]
+    run_train(args, subprocess_env(out), timeout=420)
+    (run,) = (out / "train").glob("*_sft")
+    return run / "model"
+
+
+# 4 prompts x G 4 per step in one process, or 2 prompts per rank on 2 ranks: the same global rollout batch.
+EQUIVALENCE_ARGS = (
+    *GRPO_ARGS,
+    "dataset.n_train=400",
+    "stage.objective.num_generations=4",
+    "stage.objective.max_completion_length=48",
+    "stage.objective.zero_std=mask",  # per-rank masked counts differ: the loss must be normalised globally
+    "trainer.max_steps=3",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=0",
+)
+COMPARED = ("train/reward/total", "train/completion/length", "train/policy/zero_std_frac", "train/kl")
+
+
+def _step_rows(run: Path) -> dict[int, dict[str, float]]:
+    rows = {}
+    for row in _metrics_rows(run):
+        if row.get("train/reward/total"):
+            rows[int(row["step"])] = {k: float(row[k]) for k in COMPARED}
+    return rows
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def single_process_grpo(tmp_path_factory: pytest.TempPathFactory, sft_start: Path, subprocess_env) -> Path:
+    out = tmp_path_factory.mktemp("grpo_single")
+    run_train(
+        [*EQUIVALENCE_ARGS, "stage.prompts_per_step=4", f"model.init_from={sft_start}"], subprocess_env(out)
+    )
+    (run,) = (out / "train").iterdir()
+    return run
+
+
 @pytest.mark.slow
-def test_grpo_ddp_two_cpu_processes(tmp_path: Path, tiny_model_dir: Path, subprocess_env) -> None:
-    """trainer=ddp_cpu: 2 gloo processes, one run folder, reduced metrics, an export and held-out metrics."""
+@pytest.mark.parametrize("trainer", ["ddp_cpu", "fsdp_cpu"])
+def test_grpo_on_two_processes_matches_one_process(
+    trainer: str, tmp_path: Path, sft_start: Path, single_process_grpo: Path, subprocess_env
+) -> None:
+    """2 gloo processes (DDP, or FSDP2 with sharded parameters and synced decoding) with 2 prompts each reproduce the
+    single-process run with 4 prompts: the same rollouts, reduced metrics, the same updates, the same export."""
     out = tmp_path / "out"
-    args = [*GRPO_ARGS, "trainer=ddp_cpu", "trainer.max_steps=2", f"model.init_from={tiny_model_dir}"]
+    args = [
+        *EQUIVALENCE_ARGS,
+        f"trainer={trainer}",
+        "stage.prompts_per_step=2",
+        f"model.init_from={sft_start}",
+    ]
     run_train(args, subprocess_env(out), timeout=420)
     runs = list((out / "train").iterdir())
     assert len(runs) == 1, runs  # Lightning re-launches train.py for rank 1 inside the same Hydra run folder
     run = runs[0]
-    assert (run / "model" / "config.json").is_file()
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
-    rows = [r for r in _metrics_rows(run) if r.get("train/reward/total")]
-    assert rows and all(0.0 <= float(r["train/policy/zero_std_frac"]) <= 1.0 for r in rows)
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 3
+
+    single, multi = _step_rows(single_process_grpo), _step_rows(run)
+    assert sorted(single) == sorted(multi) == [0, 1, 2]
+    assert any(single[s]["train/policy/zero_std_frac"] < 1 for s in single), (
+        "all groups flat: nothing compared"
+    )
+    for step in single:
+        for key in COMPARED:
+            assert multi[step][key] == pytest.approx(single[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+    start, want, got = _weights(sft_start), _weights(single_process_grpo / "model"), _weights(run / "model")
+    assert max((want[k] - start[k]).abs().max().item() for k in want) > 1e-5, "the single run did not update"
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+    held_out = [json.loads((r / "metrics.json").read_text()) for r in (single_process_grpo, run)]
+    assert held_out[0]["emotion_acc"] == held_out[1]["emotion_acc"]
 
 
 @pytest.mark.slow
-def test_grpo_resume_after_kill(tmp_path: Path, tiny_model_dir: Path, subprocess_env) -> None:
-    """Kill a GRPO run after its step-2 checkpoint; ckpt_path=last finishes it at step 6 from that checkpoint."""
-    out = tmp_path / "out"
+def test_grpo_resume_after_kill(tmp_path: Path, sft_start: Path, subprocess_env) -> None:
+    """Kill a GRPO run after a checkpoint; ``ckpt_path=last`` continues it exactly: every later step logs the reward
+    and KL of an uninterrupted run (same rollouts, optimizer state, data position, and the KL still measured
+    against the starting export, not the restored weights), and both end with the same weights."""
     args = [
-        *GRPO_ARGS,
+        *EQUIVALENCE_ARGS,
+        "stage.prompts_per_step=4",
         "trainer.max_steps=6",
         "callbacks.model_checkpoint.every_n_train_steps=2",
-        f"model.init_from={tiny_model_dir}",
-        # Slow each step down so the kill lands between checkpoints (rollouts of 64 tokens).
-        "stage.objective.max_completion_length=64",
+        f"model.init_from={sft_start}",
     ]
+    run_train(args, subprocess_env(tmp_path / "whole"))
+    (whole,) = (tmp_path / "whole" / "train").iterdir()
+
+    out = tmp_path / "out"
     env = subprocess_env(out)
     proc = subprocess.Popen(
         [sys.executable, "train.py", *args],
@@ -97,7 +186,7 @@ def test_grpo_resume_after_kill(tmp_path: Path, tiny_model_dir: Path, subprocess
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    ckpt = None
+    ckpt, step = None, 0
     try:
         while time.time() < deadline and proc.poll() is None:
             found = list((out / "train").glob("*/checkpoints/last.ckpt")) if (out / "train").exists() else []
@@ -109,7 +198,7 @@ def test_grpo_resume_after_kill(tmp_path: Path, tiny_model_dir: Path, subprocess
                 if 2 <= step < 6:
                     ckpt = found[0]
                     break
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -121,3 +210,12 @@ def test_grpo_resume_after_kill(tmp_path: Path, tiny_model_dir: Path, subprocess
     info = json.loads((resumed / "run_info.json").read_text())
     assert info["resumed_from"] == str(ckpt)
     assert json.loads((resumed / "metrics.json").read_text())["global_step"] == 6
+
+    expected, got = _step_rows(whole), _step_rows(resumed)
+    assert sorted(got) == list(range(step, 6))
+    for s in got:
+        for key in COMPARED:
+            assert got[s][key] == pytest.approx(expected[s][key], rel=1e-4, abs=1e-6), (s, key)
+    want = _weights(whole / "model")
+    for name, tensor in _weights(resumed / "model").items():
+        torch.testing.assert_close(tensor, want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -109,6 +109,52 @@ def test_sampling_seed_makes_rollouts_reproducible(adapter, face_samples):
     assert not torch.equal(adapter.generate(batch, other).completion_ids, a.completion_ids)
 
 
+def test_a_prompt_samples_the_same_completions_in_any_batch(adapter, face_samples):
+    """Per-prompt seeds: prompt b's G samples depend on its seed only, not on the prompts batched with it (what makes
+    a DDP run, whose ranks hold half the prompts each, reproduce the single-process rollout)."""
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, num_samples=3, prompt_seeds=(11, 22, 33))
+    together = adapter.generate(prompts(adapter, face_samples, 3), params)
+    alone = adapter.generate(
+        prompts(adapter, face_samples, 1, offset=1),
+        SamplingParams(**{**params.__dict__, "prompt_seeds": (22,)}),
+    )
+    assert together.texts[3:6] == alone.texts
+    with pytest.raises(ValueError, match="2 prompt seeds for 3 prompts"):
+        params.__class__(prompt_seeds=(1, 2)).seeds_for(3)
+
+
+def test_sampling_with_generators_draws_from_the_distribution():
+    """The exponential race used with per-prompt generators is an exact sample: frequencies match the softmax."""
+    from facial_r1.models.sampling import sample_next
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
+    gens = [torch.Generator().manual_seed(i) for i in range(8)]  # 8 blocks of 500 rows
+    tokens, logp = sample_next(logits, temperature=1.0, top_p=1.0, do_sample=True, generators=gens)
+    freq = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert torch.allclose(freq, logits[0].softmax(-1), atol=0.025), freq
+    assert torch.allclose(logp, logits.log_softmax(-1).gather(-1, tokens[:, None]).squeeze(-1))
+    top = sample_next(logits, temperature=1.0, top_p=0.5, do_sample=True, generators=gens)[0]
+    assert set(top.tolist()) == {0}  # p(token 0) = 0.64 >= top_p: nucleus keeps only it
+
+
+def test_synced_decoding_keeps_stepping_without_changing_completions(adapter, face_samples):
+    """Under sharding a finished rank keeps decoding until every rank is done (its rows emit padding): the hook
+    ``decode_sync`` returning False must change the number of steps, never the completions."""
+    batch = prompts(adapter, face_samples, 2)
+    params = SamplingParams(max_new_tokens=40, temperature=1.0, num_samples=2, seed=3)
+    alone = adapter.generate(batch, params)
+    calls: list[bool] = []
+    adapter.decode_sync = lambda done: calls.append(done) or False  # another rank is never done
+    try:
+        synced = adapter.generate(batch, params)
+    finally:
+        adapter.decode_sync = None
+    assert synced.completion_ids.shape[1] == params.max_new_tokens and len(calls) == params.max_new_tokens
+    assert synced.texts == alone.texts
+    assert torch.equal(synced.completion_mask.sum(1), alone.completion_mask.sum(1))
+    assert torch.equal(synced.truncated, alone.truncated)
+
+
 def test_rollout_runs_vision_and_prefill_once_per_prompt(adapter, face_samples):
     B, G = 2, 4
     batch = prompts(adapter, face_samples, B)

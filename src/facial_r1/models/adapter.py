@@ -26,6 +26,19 @@ class SamplingParams:
     do_sample: bool = True
     num_samples: int = 1
     seed: int | None = None
+    prompt_seeds: tuple[int, ...] | None = None  # one per prompt; wins over ``seed``
+
+    def seeds_for(self, num_prompts: int) -> list[int] | None:
+        """One seed per prompt (prompt b's G samples draw only from it), or None for the global RNG.
+
+        ``prompt_seeds`` names them (GRPO seeds each prompt by its global position, so a prompt samples the same
+        completions whichever rank or batch it lands in); otherwise ``seed`` + b.
+        """
+        if self.prompt_seeds is not None:
+            if len(self.prompt_seeds) != num_prompts:
+                raise ValueError(f"{len(self.prompt_seeds)} prompt seeds for {num_prompts} prompts")
+            return list(self.prompt_seeds)
+        return None if self.seed is None else [self.seed + b for b in range(num_prompts)]
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 256) -> SamplingParams:

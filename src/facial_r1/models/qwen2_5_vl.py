@@ -21,7 +21,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,8 @@ class Qwen25VLAdapter:
         self.system_prompt = system_prompt
         self.shared_prefix = shared_prefix
         self.activation_checkpointing = activation_checkpointing
-        model = AutoModelForImageTextToText.from_pretrained(
-            self.folder, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation
-        )
+        self._load_kwargs = {"dtype": resolve_dtype(dtype), "attn_implementation": attn_implementation}
+        model = AutoModelForImageTextToText.from_pretrained(self.folder, **self._load_kwargs)
         if device:
             model.to(device)
         self.base_model = model
@@ -117,8 +116,9 @@ class Qwen25VLAdapter:
             for p in self._visual().parameters():
                 p.requires_grad_(False)
         self.lora_enabled = bool(lora)
+        self._lora = dict(lora) if lora else None
         if lora:
-            self.apply_lora(**dict(lora))
+            self.apply_lora(**self._lora)
         if activation_checkpointing:
             self.model.activation_checkpointing_enable(
                 activation_checkpointing_kwargs={"use_reentrant": False}
@@ -135,6 +135,9 @@ class Qwen25VLAdapter:
         if self.reference_mode == "auto":
             self.reference_mode = "frozen_copy"
         self._frozen_reference: torch.nn.Module | None = None
+        # Called once per decoding step with "this rank is finished"; returns "every rank is finished". Set by
+        # :meth:`shard`: sharded forwards are collectives, so ranks must decode the same number of steps.
+        self.decode_sync: Callable[[bool], bool] | None = None
 
     # ------------------------------------------------------------------ structure
     def _visual(self) -> torch.nn.Module:
@@ -156,6 +159,45 @@ class Qwen25VLAdapter:
         )
         self.model = get_peft_model(self.base_model, config)
         self.lora_enabled = True
+
+    # ------------------------------------------------------------------ sharding (FSDP2)
+    def shard_units(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """What FSDP2 shards one by one: every vision block and every language decoder layer (the rest: the root)."""
+        inner = model.model
+        return [*inner.visual.blocks, *inner.language_model.layers]
+
+    def shard(self, mesh) -> None:
+        """Shard the policy (and the frozen reference, if already taken) over ``mesh``; decoding becomes synced."""
+        from facial_r1.models.sharding import all_ranks_done, fully_shard_model, is_sharded
+
+        if is_sharded(self.model):  # Lightning may call configure_model more than once
+            return
+        fully_shard_model(self.model, self.shard_units(self.base_model), mesh)
+        if self._frozen_reference is not None:
+            fully_shard_model(self._frozen_reference, self.shard_units(self._frozen_reference), mesh)
+        self.decode_sync = all_ranks_done
+
+    def consolidate(self) -> None:
+        """After sharded training, gather the full weights (every rank must call this); rank 0 then holds them in a
+        plain model, so export and evaluation run on one process without collectives. A no-op when not sharded."""
+        from facial_r1.models.sharding import full_state_dict, is_sharded
+
+        if not is_sharded(self.model):
+            return
+        device = self.device
+        state = full_state_dict(self.model)
+        self._frozen_reference, self.decode_sync = None, None
+        if torch.distributed.get_rank() != 0:
+            return
+        from transformers import AutoModelForImageTextToText
+
+        self.base_model = self.model = AutoModelForImageTextToText.from_pretrained(
+            self.folder, **self._load_kwargs
+        )
+        if self._lora:
+            self.apply_lora(**self._lora)
+        self.model.load_state_dict(state)
+        self.model.to(device)
 
     def init_reference(self) -> None:
         """Snapshot the reference policy now (call before any update; a no-op for LoRA, whose base is the reference)."""
@@ -297,9 +339,8 @@ class Qwen25VLAdapter:
         )
         attn_buffer[:, :P] = prompt_mask
         next_pos = self._next_positions(inputs)[prompt_index]
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        seeds = params.seeds_for(batch.num_prompts) if params.do_sample else None
+        generators = None if seeds is None else [torch.Generator(self.device).manual_seed(s) for s in seeds]
         N = prompt_index.numel()
         stop = torch.tensor(self.stop_ids, device=self.device)
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
@@ -311,13 +352,18 @@ class Qwen25VLAdapter:
                 temperature=params.temperature,
                 top_p=params.top_p,
                 do_sample=params.do_sample,
-                generator=generator,
+                generators=generators,
             )
             tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
             tokens.append(tok)
             logps.append(torch.where(finished, torch.zeros_like(lp), lp))
             finished = finished | torch.isin(tok, stop)
-            if bool(finished.all()) or t == params.max_new_tokens - 1:
+            done = bool(finished.all())
+            if (
+                self.decode_sync is not None
+            ):  # sharded: keep stepping (emitting padding) until every rank is done
+                done = self.decode_sync(done)
+            if done or t == params.max_new_tokens - 1:
                 break
             pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
             out = model(
@@ -440,7 +486,6 @@ class Qwen25VLAdapter:
         model = self.model
         if self.lora_enabled:
             model = copy.deepcopy(self.model).merge_and_unload()
-        was_ckpt = self.activation_checkpointing
         model.save_pretrained(path)
         self.processor.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
@@ -449,7 +494,6 @@ class Qwen25VLAdapter:
             (path / "chat_template.jinja").write_text(template)
         for name, content in (extra_files or {}).items():
             (path / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
-        del was_ckpt
         return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -23,9 +25,14 @@ def sample_next(
     temperature: float,
     top_p: float,
     do_sample: bool,
-    generator: torch.Generator | None,
+    generators: Sequence[torch.Generator] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick the next token of each row and return (token [N], its log-prob [N] under the temperature-scaled policy).
+
+    ``generators`` (optional) split the N rows into ``len(generators)`` equal consecutive blocks, block b drawing its
+    randomness from generator b only - one generator per prompt makes a prompt's G samples independent of which other
+    prompts share the batch (or the rank). The draw is the exponential race argmax_v p_v / E_v with E_v ~ Exp(1),
+    an exact sample from p; without generators, ``torch.multinomial`` on the global RNG.
 
     The log-prob is taken *before* top-p truncation: the policy being optimised is softmax(logits / T), and the
     GRPO loss recomputes exactly that quantity (``token_logprobs_from_logits`` with the same temperature).
@@ -34,7 +41,13 @@ def sample_next(
     logp = scaled.log_softmax(dim=-1)
     if do_sample:
         probs = top_p_filter(scaled, top_p).softmax(dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if generators:
+            noise = torch.empty_like(probs)
+            for block, generator in zip(noise.chunk(len(generators)), generators, strict=True):
+                block.exponential_(generator=generator)
+            tokens = (probs / noise.clamp_min(1e-30)).argmax(dim=-1)
+        else:
+            tokens = torch.multinomial(probs, 1).squeeze(-1)
     else:
         tokens = scaled.argmax(dim=-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)

@@ -24,6 +24,18 @@ class StageModule(L.LightningModule):
         self.val_records = list(val_records or [])[: int(stage.eval.num_samples)]
         self._last_eval_step = -1
 
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (trainer=fsdp / fsdp_cpu), shard the model with FSDP2 over all
+        ranks, one group per decoder layer and vision block (the adapter names them). Tensor parallelism is not used.
+        Runs before the optimizer is built and before a checkpoint is restored."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            from torch.distributed.device_mesh import init_device_mesh
+
+            mesh = init_device_mesh(self.device.type, (self.trainer.world_size,))
+            self.adapter.shard(mesh)
+
     def maybe_validate(self) -> None:
         """Greedy validation every ``stage.eval.every_n_steps`` optimizer steps (rank 0 generates, all log)."""
         every = int(self.stage.eval.every_n_steps)

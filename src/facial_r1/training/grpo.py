@@ -14,6 +14,7 @@ Departures from the published Facial-R1 trainer, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -78,9 +79,12 @@ class GRPOModule(StageModule):
         self.resample_records = list(resample_records or [])
         self.last_step_logs: dict[str, float] = {}  # the last training step's metrics (see ``log_step``)
 
-    def on_fit_start(self) -> None:
+    def configure_model(self) -> None:
+        """Snapshot the reference before Lightning restores a checkpoint (so a resumed run's KL stays anchored to the
+        starting export, not to the restored weights) and before any sharding (the copy is sharded alike)."""
         if self.cfg.beta > 0:
-            self.adapter.init_reference()  # snapshot before the first update (no-op with LoRA)
+            self.adapter.init_reference()  # no-op with LoRA: the reference is the model with its adapter disabled
+        super().configure_model()
 
     # ------------------------------------------------------------------ the algorithm
     def training_step(self, batch: dict[str, list], batch_idx: int) -> None:
@@ -89,13 +93,7 @@ class GRPOModule(StageModule):
         scored = self.rollout_and_score(batch["records"], batch["images"])  # 1-2. rollout, score
         t1 = time.perf_counter()
         ro = scored.rollout
-        advantages, adv_stats = group_advantages(  # 3. advantages
-            scored.rewards,
-            ro.prompt_index,
-            scale=self.cfg.advantage_scale,
-            eps=self.cfg.adv_eps,
-            unbiased=self.cfg.adv_unbiased_std,
-        )
+        advantages, adv_stats = self.advantages(scored.rewards, ro.prompt_index)  # 3. advantages
         loss_mask = build_loss_mask(ro.completion_mask, ro.truncated, adv_stats.zero_std, self.cfg)
         old_logp = self.policy_logprobs(scored) if self.cfg.num_iterations > 1 else None  # 4. old / ref
         ref_logp = self.reference_logprobs(scored) if self.cfg.beta > 0 else None
@@ -111,22 +109,27 @@ class GRPOModule(StageModule):
         self.maybe_validate()
 
     # ------------------------------------------------------------------ 1-2. rollout and score
-    def sampling_params(self, salt: int = 0) -> SamplingParams:
-        # Seeded by (seed, step, rank, salt): a resumed run draws exactly the rollouts the killed one would have.
-        seed = (int(self.stage.seed) * 1_000_003 + self.global_step * 101 + self.global_rank) * 7 + salt
+    def sampling_params(self, num_prompts: int, salt: int = 0) -> SamplingParams:
+        """G samples per prompt, each prompt seeded by (seed, step, salt, its position in the global batch).
+
+        A resumed run draws exactly the rollouts the killed one would have, and a prompt samples the same completions
+        whichever rank holds it: a DDP run reproduces the single-process run with the same global batch.
+        """
+        base = ((int(self.stage.seed) * 1_000_003 + self.global_step * 101) * 7 + salt) * 100_003
+        first = self.global_rank * num_prompts
         return SamplingParams(
             max_new_tokens=self.cfg.max_completion_length,
             temperature=self.cfg.temperature,
             top_p=self.cfg.top_p,
             do_sample=True,
             num_samples=self.cfg.num_generations,
-            seed=seed,
+            prompt_seeds=tuple(base + first + b for b in range(num_prompts)),
         )
 
     def _groups(self, records: list[dict], images: list, salt: int) -> tuple[list[Group], PromptBatch]:
         """Roll out and score B prompts; returns their groups and the encoded prompts (reused by ``_stack``)."""
         prompts = self.adapter.encode_prompts(images, [self.prompt.user_text(r) for r in records])
-        ro = self.adapter.generate(prompts, self.sampling_params(salt))
+        ro = self.adapter.generate(prompts, self.sampling_params(len(records), salt))
         samples = [records[i] for i in ro.prompt_index.tolist()]
         scores = self.reward(ro.texts, samples)
         total = torch.tensor(scores.total, dtype=torch.float32)
@@ -154,11 +157,18 @@ class GRPOModule(StageModule):
         groups, prompts = self._groups(records, images, salt=0)
         resampled = 0
         if self.cfg.zero_std == ZeroStd.RESAMPLE and self.resample_records:
-            gen = torch.Generator().manual_seed(int(self.stage.seed) * 7919 + self.global_step)
+            seed = (int(self.stage.seed) * 7919 + self.global_step) * 1009 + self.global_rank
+            gen = torch.Generator().manual_seed(seed)
             for round_ in range(1, self.cfg.max_resample_rounds + 1):
                 flat = [i for i, g in enumerate(groups) if g.flat]
-                if not flat:
+                if not self._any_rank(bool(flat)):
                     break
+                if (
+                    not flat
+                ):  # sharded forwards are collectives: roll out one prompt to keep in step, discard it
+                    spare = self.resample_records[:1]
+                    self._groups(spare, [load_image(spare[0])], salt=round_)
+                    continue
                 picks = torch.randint(len(self.resample_records), (len(flat),), generator=gen).tolist()
                 fresh_records = [self.resample_records[p] for p in picks]
                 fresh, _ = self._groups(fresh_records, [load_image(r) for r in fresh_records], salt=round_)
@@ -168,6 +178,13 @@ class GRPOModule(StageModule):
                         resampled += 1
         # No group swapped: the prompts encoded for the rollout are exactly the stacked groups' prompts.
         return self._stack(groups, resampled, prompts if resampled == 0 else None)
+
+    def _any_rank(self, flag: bool) -> bool:
+        """``flag`` on any rank, where ranks must agree (sharded parameters); else this rank's own ``flag``."""
+        if getattr(self.adapter, "decode_sync", None) is None or self.trainer.world_size <= 1:
+            return flag
+        value = torch.tensor(float(flag), device=self.device)
+        return bool(self.trainer.strategy.reduce(value, reduce_op="max") > 0)
 
     def _stack(self, groups: list[Group], resampled: int, prompts: PromptBatch | None = None) -> RolloutBatch:
         """Stack the groups into one rollout batch; ``prompts`` (already encoded, in group order) is re-encoded if None."""
@@ -192,6 +209,44 @@ class GRPOModule(StageModule):
         components = {k: [v for g in groups for v in g.components[k]] for k in groups[0].components}
         return RolloutBatch(
             groups, prompts, rollout, torch.cat([g.rewards for g in groups]), components, resampled
+        )
+
+    # ------------------------------------------------------------------ 3. advantages
+    def advantages(self, rewards: torch.Tensor, prompt_index: torch.Tensor):
+        """Group advantages of this rank's completions, computed over the *global* rollout batch.
+
+        Groups never cross ranks, so ``group`` scaling is local anyway; gathering makes ``batch`` scaling and the
+        zero-std fraction those of the whole batch, as in a single process holding every rank's prompts.
+        """
+        world, B = self.trainer.world_size, len(prompt_index.unique())
+        if world > 1:
+            all_rewards = self.all_gather(rewards.to(self.device)).reshape(world, -1).cpu()
+            all_ids = torch.cat([prompt_index + r * B for r in range(world)])
+            advantages, stats = group_advantages(
+                all_rewards.flatten(),
+                all_ids,
+                scale=self.cfg.advantage_scale,
+                eps=self.cfg.adv_eps,
+                unbiased=self.cfg.adv_unbiased_std,
+            )
+            n, rank = rewards.numel(), self.global_rank
+            mine, my_groups = slice(rank * n, (rank + 1) * n), slice(rank * B, (rank + 1) * B)
+            local = dataclasses.replace(  # this rank's rows; frac_zero_std stays the global batch's
+                stats,
+                group_index=stats.group_index[mine] - rank * B,
+                group_mean=stats.group_mean[my_groups],
+                group_std=stats.group_std[my_groups],
+                zero_std_group=stats.zero_std_group[my_groups],
+                zero_std=stats.zero_std[mine],
+                valid=stats.valid[mine],
+            )
+            return advantages[mine], local
+        return group_advantages(
+            rewards,
+            prompt_index,
+            scale=self.cfg.advantage_scale,
+            eps=self.cfg.adv_eps,
+            unbiased=self.cfg.adv_unbiased_std,
         )
 
     # ------------------------------------------------------------------ 4. old / reference log-probs
@@ -221,28 +276,41 @@ class GRPOModule(StageModule):
         size = int(self.micro_batch_size or n)
         return list(torch.arange(n).split(size))
 
-    def _micro_weight(self, mask: torch.Tensor, idx: torch.Tensor) -> float:
-        """Scale of one micro-batch's loss so the sum equals the aggregation over the whole rollout batch."""
+    def _micro_weights(self, mask: torch.Tensor, batches: list[torch.Tensor]) -> list[float]:
+        """Scale of each micro-batch's loss so that, summed over micro-batches and averaged over ranks by the DDP/FSDP
+        gradient reduction, the losses equal the aggregation over the whole global rollout batch.
+
+        ``grpo`` and ``bnpo`` normalise by a count over the global batch (active sequences, active tokens): dividing
+        by this rank's count would weight ranks with masked groups more than a single process does. ``dapo`` is
+        divided by the global token count inside the loss; ``dr_grpo`` by a constant.
+        """
         mode = self.cfg.loss_aggregation
         if mode == LossAggregation.DAPO:
-            return 1.0  # already divided by the whole batch's active tokens
-        if mode == LossAggregation.BNPO:
-            return float(mask[idx].sum() / mask.sum().clamp(min=1))
-        if mode == LossAggregation.GRPO:
-            active = mask.sum(1) > 0
-            return float(active[idx].sum() / active.sum().clamp(min=1))
-        return len(idx) / mask.shape[0]  # dr_grpo
+            return [1.0] * len(batches)
+        if mode == LossAggregation.DR_GRPO:
+            return [len(idx) / mask.shape[0] for idx in batches]
+        counted = mask if mode == LossAggregation.BNPO else (mask.sum(1, keepdim=True) > 0).float()
+        denom = float(self._rank_mean(counted.sum()).clamp(min=1))
+        return [float(counted[idx].sum()) / denom for idx in batches]
+
+    def _rank_mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a count over ranks (= the global count / world size); the count itself in one process."""
+        if self.trainer.world_size <= 1:
+            return value.float()
+        return self.trainer.strategy.reduce(value.float().to(self.device), reduce_op="mean").cpu()
 
     def update(self, scored, advantages, loss_mask, old_logp, ref_logp) -> dict[str, float]:
         """mu optimizer steps on this rollout batch, each accumulated over micro-batches of completions."""
         opt, sched = self.optimizers(), self.lr_schedulers()
         ro = scored.rollout
         ids, pidx = ro.completion_ids.to(self.device), ro.prompt_index.to(self.device)
-        num_active = self.trainer.strategy.reduce(loss_mask.sum().float(), reduce_op="mean")
+        num_active = self._rank_mean(loss_mask.sum()).to(self.device)  # dapo: the global token count / world
+        batches = self._micro_batches(ids.shape[0])
+        weights = self._micro_weights(loss_mask.cpu(), batches)
         sums: dict[str, float] = {}
         entropy_sum, entropy_tokens = 0.0, 0.0
         for _ in range(self.cfg.num_iterations):
-            for idx in self._micro_batches(ids.shape[0]):
+            for idx, weight in zip(batches, weights, strict=True):
                 idx = idx.to(self.device)
                 logp, entropy = self.adapter.completion_logprobs(
                     scored.prompts, ids[idx], pidx[idx], temperature=self.cfg.temperature, with_entropy=True
@@ -256,7 +324,6 @@ class GRPOModule(StageModule):
                     self.cfg,
                     num_active_tokens=num_active,
                 )
-                weight = self._micro_weight(loss_mask, idx.cpu())
                 self.manual_backward(loss * weight)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * weight
