@@ -7,6 +7,7 @@ adapter; ``PromptBatch.inputs`` is opaque to callers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,9 @@ class VLMAdapter(Protocol):
     """What a model family must provide. :class:`facial_r1.models.qwen2_5_vl.Qwen25VLAdapter` implements it."""
 
     model: torch.nn.Module
+    # Called at each decoding step with "this rank is finished", returns "every rank is finished" (set under
+    # parameter sharding, where every forward is a collective); None = stop when this rank is finished.
+    decode_sync: Callable[[bool], bool] | None
 
     def encode_prompts(self, images: list[Image.Image], texts: list[str]) -> PromptBatch: ...
 
@@ -115,5 +119,11 @@ class VLMAdapter(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
     def reference(self) -> AbstractContextManager[torch.nn.Module]: ...
+
+    def init_reference(self) -> None: ...
+
+    def shard(self, mesh) -> None: ...  # FSDP2 over ``mesh``; see facial_r1.models.sharding
+
+    def consolidate(self) -> None: ...  # after sharded training: full weights in a plain model on rank 0
 
     def export(self, path: str | Path, extra_files: dict[str, Any] | None = None) -> Path: ...

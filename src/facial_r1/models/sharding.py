@@ -1,4 +1,4 @@
-"""Fully sharded data parallel (FSDP2, ``torch.distributed.fsdp.fully_shard``) for the adapters.
+"""Sharded parameters for the adapters: FSDP2 (``torch.distributed.fsdp.fully_shard``) and DeepSpeed ZeRO-3.
 
 What sharded parameters change for a rollout engine:
 - every sharded module all-gathers its parameters in its forward, a collective: all ranks must run the *same number*
@@ -9,8 +9,10 @@ What sharded parameters change for a rollout engine:
 - the export needs the full state dict: :func:`full_state_dict` gathers it (a collective), rank 0 loads it into a
   plain model.
 
-FSDP1 (``FullyShardedDataParallel``) needs an accelerator; FSDP2 also runs on CPU over gloo, which is how the tests
-exercise this path.
+DeepSpeed ZeRO-3 partitions parameters the same way (each module gathers its own in forward), so the same synced
+decoding applies; its export gathers with ``deepspeed.zero.GatheredParameters``. FSDP1 (``FullyShardedDataParallel``)
+needs an accelerator; FSDP2 also runs on CPU over gloo, which is how the tests exercise the FSDP path. The ZeRO-3
+branch follows DeepSpeed's documented API but has not been run here (no GPU, DeepSpeed not installed).
 """
 
 from __future__ import annotations
@@ -49,12 +51,23 @@ def all_ranks_done(done: bool) -> bool:
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded state dict on CPU, on rank 0 (other ranks get an empty dict). Every rank must call it."""
+    if is_zero3(model):
+        import deepspeed
+
+        rank0 = torch.distributed.get_rank() == 0
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if rank0 else {}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def is_zero3(model: torch.nn.Module) -> bool:
+    """Parameters partitioned by DeepSpeed ZeRO-3 carry a ``ds_id``."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
-    return any(isinstance(m, FSDPModule) for m in model.modules())
+    return is_zero3(model) or any(isinstance(m, FSDPModule) for m in model.modules())

@@ -25,16 +25,25 @@ class StageModule(L.LightningModule):
         self._last_eval_step = -1
 
     def configure_model(self) -> None:
-        """Under Lightning's ``ModelParallelStrategy`` (trainer=fsdp / fsdp_cpu), shard the model with FSDP2 over all
-        ranks, one group per decoder layer and vision block (the adapter names them). Tensor parallelism is not used.
-        Runs before the optimizer is built and before a checkpoint is restored."""
-        from lightning.pytorch.strategies import ModelParallelStrategy
+        """Prepare the model for a parameter-sharding strategy; runs before the optimizer is built and before a
+        checkpoint is restored.
 
-        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+        - Lightning's ``ModelParallelStrategy`` (trainer=fsdp / fsdp_cpu): shard with FSDP2 over all ranks, one group
+          per decoder layer and vision block (the adapter names them); tensor parallelism is not used.
+        - DeepSpeed ZeRO-3 (trainer=deepspeed_zero3) partitions the parameters itself, later; generation only has
+          to decode in step across ranks, like under FSDP.
+        """
+        from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, ModelParallelStrategy):
             from torch.distributed.device_mesh import init_device_mesh
 
-            mesh = init_device_mesh(self.device.type, (self.trainer.world_size,))
-            self.adapter.shard(mesh)
+            self.adapter.shard(init_device_mesh(self.device.type, (self.trainer.world_size,)))
+        elif isinstance(strategy, DeepSpeedStrategy) and strategy.zero_stage_3:
+            from facial_r1.models.sharding import all_ranks_done
+
+            self.adapter.decode_sync = all_ranks_done
 
     def maybe_validate(self) -> None:
         """Greedy validation every ``stage.eval.every_n_steps`` optimizer steps (rank 0 generates, all log)."""

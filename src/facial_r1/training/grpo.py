@@ -163,9 +163,8 @@ class GRPOModule(StageModule):
                 flat = [i for i, g in enumerate(groups) if g.flat]
                 if not self._any_rank(bool(flat)):
                     break
-                if (
-                    not flat
-                ):  # sharded forwards are collectives: roll out one prompt to keep in step, discard it
+                if not flat:
+                    # Sharded forwards are collectives: roll out one prompt to keep in step with the others, discard it.
                     spare = self.resample_records[:1]
                     self._groups(spare, [load_image(spare[0])], salt=round_)
                     continue
@@ -218,7 +217,7 @@ class GRPOModule(StageModule):
         Groups never cross ranks, so ``group`` scaling is local anyway; gathering makes ``batch`` scaling and the
         zero-std fraction those of the whole batch, as in a single process holding every rank's prompts.
         """
-        world, B = self.trainer.world_size, len(prompt_index.unique())
+        world, B = self.trainer.world_size, rewards.numel() // self.cfg.num_generations
         if world > 1:
             all_rewards = self.all_gather(rewards.to(self.device)).reshape(world, -1).cpu()
             all_ids = torch.cat([prompt_index + r * B for r in range(world)])
