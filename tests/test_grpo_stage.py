@@ -99,7 +99,12 @@ EQUIVALENCE_ARGS = (
 )
 # Means over ranks of per-rank means equal the global means for these (equal counts per rank, sequence-weighted loss);
 # a token mean such as the KL metric is weighted differently across ranks, so it is compared only within one process.
-COMPARED = ("train/reward/total", "train/completion/length", "train/policy/zero_std_frac", "train/policy/loss")
+COMPARED = (
+    "train/reward/total",
+    "train/completion/length",
+    "train/policy/zero_std_frac",
+    "train/policy/loss",
+)
 
 
 def _step_rows(run: Path, keys: tuple[str, ...] = COMPARED) -> dict[int, dict[str, float]]:
