@@ -308,3 +308,20 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_sft_run, subproc
     # state or data position drifts by ~1e-3 over these steps.
     for key, value in uninterrupted.items():
         assert torch.allclose(resumed[key], value, rtol=0, atol=2e-4), key
+
+
+@pytest.mark.slow
+def test_sft_runs_sharded_on_two_cpu_processes(tmp_path, tiny_model_dir, subprocess_env):
+    """trainer=fsdp_cpu: SFT with FSDP2-sharded parameters (automatic optimisation, clipping, synced greedy
+    validation) ends with a plain Hugging Face export gathered on rank 0 and held-out metrics."""
+    out = tmp_path / "out"
+    run_train(
+        [*TINY_TRAIN_ARGS, "logger=csv", "trainer=fsdp_cpu", "trainer.max_steps=4"], subprocess_env(out), 420
+    )
+    (run,) = (out / "train").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    weights = load_file(run / "model" / "model.safetensors")
+    start = load_file(tiny_model_dir / "model.safetensors")
+    assert weights.keys() == start.keys()  # full tensors under the plain names, not shards
+    assert all(weights[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(weights[k], start[k]) for k in start)
