@@ -216,3 +216,14 @@ def test_train_help_lists_the_groups():
     for group in ("model", "stage", "reward", "dataset", "trainer", "logger", "paths", "debug"):
         assert group in listed, group
     assert "tiny" in groups_section and "grpo" in groups_section
+
+
+def test_num_threads_auto_respects_omp_and_caps_the_cores():
+    from facial_r1.training.run import AUTO_MAX_THREADS, resolve_threads
+
+    assert resolve_threads(None) is None  # torch's own default
+    assert resolve_threads(3, env={"OMP_NUM_THREADS": "1"}) == 3  # an explicit count wins
+    assert resolve_threads("auto", env={"OMP_NUM_THREADS": "1"}, cores=64) == 1
+    assert resolve_threads("auto", env={}, cores=2) == 2
+    assert resolve_threads("auto", env={}, cores=64) == AUTO_MAX_THREADS
+    assert resolve_threads("auto", env={"OMP_NUM_THREADS": ""}, cores=1) == 1

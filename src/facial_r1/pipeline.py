@@ -239,7 +239,7 @@ def run_pipeline(
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     # The stages run this checkout's code (its train.py imports facial_r1 from src/), whatever is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", "1")  # the tiny model is fastest single-threaded (conf num_threads)
+    env.setdefault("OMP_NUM_THREADS", "1")  # one thread per stage: the README pipeline rows were measured so
     inputs: dict[str, Path] = {}
     for stage in STAGES:
         record = state["stages"].get(stage.name) or {}

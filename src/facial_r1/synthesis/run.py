@@ -126,10 +126,10 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
     from tqdm.auto import tqdm
 
     from facial_r1.synthesis.review import write_review_html
+    from facial_r1.training.run import set_threads
 
     started = time.time()
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
+    set_threads(cfg)
     previous = read_manifest(run_dir)
     plan = plan_session(cfg, run_dir, previous)
     with RunStore(run_dir) as store:
