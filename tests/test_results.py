@@ -251,3 +251,9 @@ def test_read_predictions_and_attach_images(tmp_path):
     joined = results.attach_images(run, predictions)
     assert Path(joined[0]["image"]).is_file() and joined[0]["output"] == "x"
     assert joined[1]["image"] is None
+
+
+def test_result_columns_are_the_headline_metrics() -> None:
+    from facial_r1.evaluation.metrics import HEADLINE_KEYS
+
+    assert (*(k for k in HEADLINE_KEYS if k != "rouge_l"), "wall_time_s") == results.METRICS

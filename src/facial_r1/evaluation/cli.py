@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig
 
 from facial_r1.evaluation.generate import generate_outputs
-from facial_r1.evaluation.metrics import compute_metrics
+from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
 from facial_r1.evaluation.report import log_to_wandb, write_evaluation
-from facial_r1.evaluation.runner import SCALAR_KEYS, scalar_metrics
+from facial_r1.evaluation.runner import headline_metrics
 from facial_r1.models.adapter import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     paths = write_evaluation(run_dir, metrics, rows, label_set)
     for lg in build_loggers(cfg):
-        lg.log_metrics(scalar_metrics(metrics, "eval"))
+        lg.log_metrics(headline_metrics(metrics, "eval"))
         log_to_wandb(lg, metrics, rows, prefix="eval")
         experiment = getattr(lg, "_experiment", None)
         if experiment is not None and hasattr(experiment, "finish"):
@@ -79,4 +79,4 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE."""
-    return {k: metrics.get(k) for k in ("num_samples", *SCALAR_KEYS, "rege")}
+    return {k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege")}

@@ -144,6 +144,19 @@ def _row(
     }
 
 
+# The headline numbers of a ``compute_metrics`` result: what runs log under val/ and evaluate.py prints.
+HEADLINE_KEYS = (
+    "emotion_acc",
+    "emotion_uar",
+    "au_f1_macro",
+    "au_f1_micro",
+    "format_rate",
+    "consistency_rate",
+    "au_hallucination_rate",
+    "rouge_l",
+)
+
+
 def compute_metrics(
     samples: Sequence[Sample],
     outputs: Sequence[str],

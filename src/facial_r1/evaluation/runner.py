@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from facial_r1.evaluation.generate import generate_outputs
-from facial_r1.evaluation.metrics import compute_metrics
+from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
 from facial_r1.models.adapter import SamplingParams
 
 
@@ -35,18 +35,9 @@ def evaluate_records(
     return compute_metrics(list(records), outputs, au_subset=au_subset, reward=reward)
 
 
-SCALAR_KEYS = (
-    "emotion_acc",
-    "emotion_uar",
-    "au_f1_macro",
-    "au_f1_micro",
-    "format_rate",
-    "consistency_rate",
-    "au_hallucination_rate",
-    "rouge_l",
-)
+def headline_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The headline numbers, namespaced (``val/emotion_acc``), skipping those undefined for this data (None).
 
-
-def scalar_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The headline numbers, namespaced (``val/emotion_acc``), skipping those undefined for this data (None)."""
-    return {f"{prefix}/{k}": float(metrics[k]) for k in SCALAR_KEYS if metrics.get(k) is not None}
+    (``report.scalar_metrics`` flattens *every* number, nested ones included, for the W&B summary.)
+    """
+    return {f"{prefix}/{k}": float(metrics[k]) for k in HEADLINE_KEYS if metrics.get(k) is not None}

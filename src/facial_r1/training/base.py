@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from facial_r1.evaluation.runner import evaluate_records, scalar_metrics
+from facial_r1.evaluation.runner import evaluate_records, headline_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class StageModule(L.LightningModule):
             progress=False,
             desc="val",
         )
-        scalars = scalar_metrics(metrics, "val")
+        scalars = headline_metrics(metrics, "val")
         if scalars:
             self.log_dict(scalars, batch_size=len(self.val_records), sync_dist=True)
         log.info("step %d val: %s", self.trainer.global_step, {k: round(v, 3) for k, v in scalars.items()})

@@ -217,36 +217,31 @@ class GRPOModule(StageModule):
         Groups never cross ranks, so ``group`` scaling is local anyway; gathering makes ``batch`` scaling and the
         zero-std fraction those of the whole batch, as in a single process holding every rank's prompts.
         """
-        world, B = self.trainer.world_size, rewards.numel() // self.cfg.num_generations
-        if world > 1:
-            all_rewards = self.all_gather(rewards.to(self.device)).reshape(world, -1).cpu()
-            all_ids = torch.cat([prompt_index + r * B for r in range(world)])
-            advantages, stats = group_advantages(
-                all_rewards.flatten(),
-                all_ids,
-                scale=self.cfg.advantage_scale,
-                eps=self.cfg.adv_eps,
-                unbiased=self.cfg.adv_unbiased_std,
-            )
-            n, rank = rewards.numel(), self.global_rank
-            mine, my_groups = slice(rank * n, (rank + 1) * n), slice(rank * B, (rank + 1) * B)
-            local = dataclasses.replace(  # this rank's rows; frac_zero_std stays the global batch's
-                stats,
-                group_index=stats.group_index[mine] - rank * B,
-                group_mean=stats.group_mean[my_groups],
-                group_std=stats.group_std[my_groups],
-                zero_std_group=stats.zero_std_group[my_groups],
-                zero_std=stats.zero_std[mine],
-                valid=stats.valid[mine],
-            )
-            return advantages[mine], local
-        return group_advantages(
+        world, rank, n = self.trainer.world_size, self.global_rank, rewards.numel()
+        B = n // self.cfg.num_generations
+        if world > 1:  # rank r's prompts become groups r*B .. r*B + B-1 of the global batch
+            rewards = self.all_gather(rewards.to(self.device)).reshape(-1).cpu()
+            prompt_index = torch.cat([prompt_index + r * B for r in range(world)])
+        advantages, stats = group_advantages(
             rewards,
             prompt_index,
             scale=self.cfg.advantage_scale,
             eps=self.cfg.adv_eps,
             unbiased=self.cfg.adv_unbiased_std,
         )
+        if world == 1:
+            return advantages, stats
+        mine, my_groups = slice(rank * n, (rank + 1) * n), slice(rank * B, (rank + 1) * B)
+        local = dataclasses.replace(  # this rank's rows; frac_zero_std stays the global batch's
+            stats,
+            group_index=stats.group_index[mine] - rank * B,
+            group_mean=stats.group_mean[my_groups],
+            group_std=stats.group_std[my_groups],
+            zero_std_group=stats.zero_std_group[my_groups],
+            zero_std=stats.zero_std[mine],
+            valid=stats.valid[mine],
+        )
+        return advantages[mine], local
 
     # ------------------------------------------------------------------ 4. old / reference log-probs
     @torch.no_grad()

@@ -234,7 +234,7 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
 def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, loggers, trainer) -> dict[str, Any]:
     """Greedy evaluation of the trained weights on the held-out split -> metrics.json, predictions, plots, val/*."""
     from facial_r1.evaluation.report import log_to_wandb, write_evaluation
-    from facial_r1.evaluation.runner import evaluate_records, scalar_metrics
+    from facial_r1.evaluation.runner import evaluate_records, headline_metrics
 
     final = cfg.stage.final_eval
     records = splits[final.split]
@@ -253,7 +253,7 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
     metrics["split"] = final.split
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     write_evaluation(run_dir, metrics, rows, label_set)
-    scalars = scalar_metrics(metrics, "val")
+    scalars = headline_metrics(metrics, "val")
     for lg in loggers:
         lg.log_metrics(scalars, step=int(trainer.global_step))
         log_to_wandb(lg, metrics, rows, prefix="val")
