@@ -26,7 +26,7 @@ from typing import Any
 from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources.base import Drop, Row, SampleError
 from facial_r1.data.sources.video import VideoAuSource, frame_files
-from facial_r1.facs import AU_VOCAB, EMOTIONS
+from facial_r1.facs import AU_VOCAB
 
 _SEQUENCE_FILE = re.compile(r"^(?P<subject>[A-Za-z]+\d+)_(?P<task>T\d+)\.csv$", re.IGNORECASE)
 _AU_COLUMN = re.compile(r"^\s*(?:AU)?\s*0*(\d{1,3})\s*$", re.IGNORECASE)
@@ -40,25 +40,12 @@ class Bp4dSource(VideoAuSource):
     def __init__(
         self,
         root: str | os.PathLike,
-        on_error: str = "raise",
-        report_path: str | None = None,
         labels_dir: str = "AUCoding",
-        frames_dir: str = "frames",
         au_vocab: Sequence[int | str] = AU_VOCAB["bp4d"],
-        label_set: Sequence[str] = EMOTIONS,
-        fold: int = 0,
-        num_folds: int = 3,
-        folds: Sequence[Sequence[str]] | None = None,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        frame_step: int = 1,
-        frame_offset: int = 0,
-        missing_frames: str = "error",
+        **options: Any,
     ):
-        super().__init__(
-            root, on_error, report_path, labels_dir, frames_dir, au_vocab, label_set, fold, num_folds, folds,
-            val_fraction, seed, frame_step, frame_offset, missing_frames,
-        )  # fmt: skip
+        """``options``: the shared ones of :class:`VideoAuSource` (frames_dir, folds, frame_step, on_error, ...)."""
+        super().__init__(root, labels_dir=labels_dir, au_vocab=au_vocab, **options)
         self._sequences: dict[str, list[tuple[str, Path]]] | None = None
 
     def sequences(self) -> dict[str, list[tuple[str, Path]]]:

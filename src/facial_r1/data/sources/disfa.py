@@ -24,7 +24,7 @@ from typing import Any
 from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources.base import Drop, Row, SampleError
 from facial_r1.data.sources.video import VideoAuSource, frame_files
-from facial_r1.facs import AU_VOCAB, EMOTIONS, normalize_au
+from facial_r1.facs import AU_VOCAB, normalize_au
 
 _LABEL_FILE = re.compile(r"^(?P<subject>.+)_au(?P<au>\d+)\.txt$", re.IGNORECASE)
 
@@ -37,26 +37,13 @@ class DisfaSource(VideoAuSource):
     def __init__(
         self,
         root: str | os.PathLike,
-        on_error: str = "raise",
-        report_path: str | None = None,
         labels_dir: str = "ActionUnit_Labels",
-        frames_dir: str = "frames",
-        threshold: int = 2,
         au_vocab: Sequence[int | str] = AU_VOCAB["disfa"],
-        label_set: Sequence[str] = EMOTIONS,
-        fold: int = 0,
-        num_folds: int = 3,
-        folds: Sequence[Sequence[str]] | None = None,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        frame_step: int = 1,
-        frame_offset: int = 0,
-        missing_frames: str = "error",
+        threshold: int = 2,
+        **options: Any,
     ):
-        super().__init__(
-            root, on_error, report_path, labels_dir, frames_dir, au_vocab, label_set, fold, num_folds, folds,
-            val_fraction, seed, frame_step, frame_offset, missing_frames,
-        )  # fmt: skip
+        """``options``: the shared ones of :class:`VideoAuSource` (frames_dir, folds, frame_step, on_error, ...)."""
+        super().__init__(root, labels_dir=labels_dir, au_vocab=au_vocab, **options)
         if not 1 <= threshold <= 5:
             raise ValueError(f"threshold must be in 1..5, got {threshold}")
         self.threshold = threshold
