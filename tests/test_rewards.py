@@ -80,8 +80,8 @@ def test_au_f1(completion: str, gold, kwargs: dict, expected: float) -> None:
 def test_au_f1_not_applicable_and_vocab() -> None:
     assert one(AUF1Reward(), cot("AU12"), sample(aus=None)) is None
     s = sample(aus=("AU12",), au_vocab=("AU1", "AU12"))
-    assert one(AUF1Reward(), cot("AU7 and AU12"), s) == pytest.approx(2 / 3)
-    assert one(AUF1Reward(restrict_to_vocab=True), cot("AU7 and AU12"), s) == 1.0
+    assert one(AUF1Reward(), cot("AU7 and AU12"), s) == 1.0  # AU7 is not coded by this dataset: masked
+    assert one(AUF1Reward(restrict_to_vocab=False), cot("AU7 and AU12"), s) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         AUF1Reward(scope="answer")
     with pytest.raises(ValueError):
@@ -348,3 +348,13 @@ def test_huge_and_repeated_tag_completions() -> None:
         "<think>" + "\u212a😀" * 50_000 + "</think><answer>" + "happy, " * 5_000 + "</answer>",
     ]
     _check_range(huge, [sample()] * len(huge))
+
+
+def test_au_f1_unknown_is_not_absent() -> None:
+    """BP4D code 9 ("not coded"): naming that AU costs nothing; before masking it cost F1 1.0 -> 0.889."""
+    coded9 = dict(sample(aus=("AU1", "AU2", "AU4", "AU6")), meta_info={"unknown_aus": ["AU12"]})
+    completion = cot("AU1 AU2 AU4 AU6 AU12")
+    assert one(AUF1Reward(), completion, coded9) == 1.0
+    assert one(AUF1Reward(restrict_to_vocab=False), completion, coded9) == pytest.approx(8 / 9)
+    # a real miss still costs: gold AU1 unpredicted, the uncoded AU12 still ignored
+    assert one(AUF1Reward(), cot("AU2 AU4 AU6 AU12"), coded9) == pytest.approx(2 * 3 / 7)
