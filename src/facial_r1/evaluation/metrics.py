@@ -235,6 +235,8 @@ def compute_metrics(
     ref_idx = [
         i for i, s in enumerate(samples) if isinstance(s.get("description"), str) and s["description"].strip()
     ]
+    for i in ref_idx:  # per sample, so that intervals can resample it; their mean is the corpus ROUGE-L
+        rows[i]["rouge_l"] = rouge_l([outputs[i]], [samples[i]["description"]])
 
     metrics: dict[str, Any] = {
         "num_samples": len(samples),
@@ -251,7 +253,7 @@ def compute_metrics(
         "consistency_rate": _mean(
             [float(p.emotion is not None and p.emotion == p.concluded_emotion) for p in parsed]
         ),
-        "rouge_l": rouge_l([outputs[i] for i in ref_idx], [samples[i]["description"] for i in ref_idx]),
+        "rouge_l": _mean([rows[i]["rouge_l"] for i in ref_idx]),
     }
     metrics.update(emotion_metrics(emo_golds, emo_preds, metrics["emotion_classes"]))
     metrics["rege"] = rege(metrics)
