@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         fold_dir = run_dir if fold is None else run_dir / f"fold_{fold}"
         results.append(_evaluate_split(cfg, protocol, fold, adapter, prompt, reward, fold_dir))
     if len(results) == 1:
-        metrics, rows = results[0]
+        metrics, rows, _ = results[0]
     else:
         metrics, rows = _combine_folds(cfg, protocol, results)
         write_evaluation(run_dir, metrics, rows, metrics.get("emotion_classes"))
