@@ -120,6 +120,10 @@ def _evaluate_split(cfg, protocol: Protocol, fold, adapter, prompt, reward, out_
     outputs = generate_outputs(
         adapter, records, prompt.user_text, batch_size=int(cfg.batch_size), params=params, desc=desc
     )
+    if hasattr(
+        reward, "prepare"
+    ):  # reward=official_paper: the per-row rewards use weights of the evaluated records
+        reward.prepare(records)
     metrics, rows = protocol.score(records, outputs, au_subset=cfg.au_subset, reward=reward)
     groups = _units(protocol, records)
     metrics = with_intervals(

@@ -219,6 +219,8 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
             resample_records=train_records,
         )
         batch_size = int(stage.prompts_per_step)
+    if hasattr(reward, "prepare"):  # dataset-level statistics (reward=official_paper's AU-frequency weights)
+        reward.prepare(train_records)
     log.info("%s: %d training records", stage.name, len(train_records))
     data = StageData(
         train_records,
