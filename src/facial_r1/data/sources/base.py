@@ -149,12 +149,20 @@ def holdout_ids(ids: Iterable[str], fraction: float, seed: int) -> set[str]:
     return set(pool[:count])
 
 
-def read_csv_rows(path: str, required: tuple[str, ...], dataset: str) -> Iterator[Row]:
-    """Rows of a headed CSV as dicts; a missing file or missing columns raise (nothing could be loaded)."""
+def read_csv_rows(
+    path: str, required: tuple[str, ...], dataset: str, strip_header: bool = False
+) -> Iterator[Row]:
+    """Rows of a headed CSV as dicts; a missing file or missing columns raise (nothing could be loaded).
+
+    ``strip_header``: column names are stripped of surrounding spaces (``icml_face_data.csv`` writes
+    ``emotion, Usage, pixels``).
+    """
     if not os.path.isfile(path):
         raise DataError(f"{dataset} annotation file not found", path)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
+        if strip_header and reader.fieldnames:
+            reader.fieldnames = [name.strip() for name in reader.fieldnames]
         missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"missing CSV columns {missing}; header is {reader.fieldnames}", path, 1)
