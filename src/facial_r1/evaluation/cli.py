@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facial_r1.data.schema import DataError
+from facial_r1.data.sources.base import require_records
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS
 from facial_r1.evaluation.protocols import Protocol, mean_over_folds
@@ -49,14 +50,18 @@ def evaluate(cfg: DictConfig) -> float | None:
     paths = protocol.model_paths(OmegaConf.to_container(path) if OmegaConf.is_config(path) else path)
     reward = instantiate(cfg.reward)
     prompt = instantiate(cfg.prompt)
+    # Every fold's data first: a bad sample or an empty split stops the run before any model is loaded.
+    splits = [load_split(cfg, fold) for fold in folds]
     adapters: dict[str, Any] = {}  # one load per distinct export
     results = []
-    for fold, path in zip(folds, paths, strict=True):
+    for fold, path, (source, records) in zip(folds, paths, splits, strict=True):
         adapter = adapters.get(str(path))
         if adapter is None:
             adapter = adapters[str(path)] = _load_model(cfg, path)
         fold_dir = run_dir if fold is None else run_dir / f"fold_{fold}"
-        results.append(_evaluate_split(cfg, protocol, fold, adapter, prompt, reward, fold_dir))
+        results.append(
+            _evaluate_split(cfg, protocol, fold, source, records, adapter, prompt, reward, fold_dir)
+        )
     if len(results) == 1:
         metrics, rows, _ = results[0]
     else:
@@ -95,20 +100,15 @@ def load_split(cfg: DictConfig, fold: int | None) -> tuple[Any, list[dict[str, A
     from hydra.utils import instantiate
 
     source = instantiate(cfg.dataset, **({} if fold is None else {"fold": fold}))
-    records = source.records(cfg.split)
-    if not records:
-        where = f" (fold {fold})" if fold is not None else ""
-        report = source.reports.get(cfg.split)
-        detail = f": {report.summary()}" if report is not None else ""
-        raise DataError(f"split {cfg.split!r}{where} of {source.name} is empty, nothing to evaluate{detail}")
+    purpose = "evaluate" if fold is None else f"evaluate (fold {fold})"
+    records = require_records(source, cfg.split, source.records(cfg.split), purpose)
     if cfg.limit is not None:
         records = records[: int(cfg.limit)]
     return source, records
 
 
-def _evaluate_split(cfg, protocol: Protocol, fold, adapter, prompt, reward, out_dir: Path):
+def _evaluate_split(cfg, protocol: Protocol, fold, source, records, adapter, prompt, reward, out_dir: Path):
     started = time.time()
-    source, records = load_split(cfg, fold)
     params = SamplingParams(
         max_new_tokens=int(cfg.max_new_tokens),
         do_sample=bool(cfg.sampling.do_sample),

@@ -93,7 +93,8 @@ def masked_aus(sample: Sample, codes: Iterable[str]) -> set[str]:
 
 
 def _canonical_au(token: object) -> str | None:
-    return normalize_au(token) if isinstance(token, (str, int)) else None
+    # bool is an int in Python: True would read as AU1
+    return normalize_au(token) if isinstance(token, (str, int)) and not isinstance(token, bool) else None
 
 
 def f_beta(predicted: set[str], gold: set[str], beta: float = 1.0) -> float:

@@ -84,6 +84,7 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
     from hydra.utils import instantiate
 
     from facial_r1.data.sources import build_source
+    from facial_r1.data.sources.base import require_records
     from facial_r1.training.lineage import read_card
 
     model_folder = _resumed_model(cfg.model, previous) or resolve_source_model(
@@ -100,7 +101,7 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
             "the model was trained with prompt %s, synthesis uses %s", card["prompt_version"], prompt.version
         )
     source = build_source(cfg.dataset)
-    records = source.records(str(cfg.split))
+    records = require_records(source, str(cfg.split), source.records(str(cfg.split)), "synthesise from")
     eligible = [r for r in records if r.get("AUs") is not None or r.get("labels")]
     if cfg.get("limit") is not None:
         eligible = eligible[: int(cfg.limit)]

@@ -103,7 +103,13 @@ def set_threads(cfg: DictConfig) -> None:
 
 
 def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
-    return {split: source.records(split) for split in ("train", "val", "test")}
+    from facial_r1.data.sources.base import require_records
+
+    splits = {split: source.records(split) for split in ("train", "val", "test")}
+    require_records(
+        source, "train", splits["train"], f"train on ({stage_name})"
+    )  # before any model is loaded
+    return splits
 
 
 def train(cfg: DictConfig) -> float | None:

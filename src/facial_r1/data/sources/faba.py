@@ -41,7 +41,7 @@ from typing import Any
 
 from facial_r1.data.images import resolve_image
 from facial_r1.data.schema import DataError, make_record
-from facial_r1.data.sources.base import Drop, Row, SampleError, Source
+from facial_r1.data.sources.base import Drop, Row, SampleError, Source, text_lines
 from facial_r1.data.sources.labels import aus_in_text, check_aus, check_labels, emotion_in_text, vocab_codes
 from facial_r1.facs import AU_VOCAB, LABEL_ORDERS
 
@@ -55,8 +55,7 @@ def read_json_list(path: str) -> list[tuple[int, Any]]:
 
     The whole file is parsed before any element is used: a broken file is a structural error, not a bad sample.
     """
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    text = "".join(text_lines(path))
     decoder = json.JSONDecoder()
     elements = []
     pos = _skip(text, 0)
@@ -76,6 +75,9 @@ def read_json_list(path: str) -> list[tuple[int, Any]]:
                 raise json.JSONDecodeError("expected ',' or ']'", text, pos)
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON: {err.msg}", path, err.lineno) from err
+    except RecursionError as err:  # Python's parser gives up on ~1000 nested brackets
+        line = line + text.count("\n", counted, pos)
+        raise DataError("malformed JSON: an element is nested too deep to parse", path, line) from err
     return elements
 
 
