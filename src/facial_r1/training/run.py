@@ -262,7 +262,9 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
     if cfg.get("bootstrap"):  # 95 % intervals of the headline metrics, as evaluate.py writes them
         from facial_r1.evaluation.uncertainty import with_intervals
 
-        metrics = with_intervals(metrics, rows, resamples=int(cfg.bootstrap.resamples), seed=int(cfg.bootstrap.seed))
+        metrics = with_intervals(
+            metrics, rows, resamples=int(cfg.bootstrap.resamples), seed=int(cfg.bootstrap.seed)
+        )
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     write_evaluation(run_dir, metrics, rows, label_set)
     scalars = headline_metrics(metrics, "val")
