@@ -48,10 +48,11 @@ class ImageFolderSource(Source):
         self.name = name
         self.class_folders = class_folders
         self.label_set = check_label_set(list(label_set))
+        self._told = False  # the carved-val notice is logged once per source
 
     def _val_is_holdout(self) -> bool:
         holdout = (self.root / "train").is_dir() and not (self.root / "val").is_dir()
-        if holdout and not getattr(self, "_told", False):
+        if holdout and not self._told:
             log.info(
                 "%s: no val/ folder; val = a seeded %.0f%% slice of train/ (seed %d)",
                 self.root,
