@@ -57,14 +57,16 @@ def wandb_run_id(loggers: list) -> str | None:
     return None
 
 
-def build_callbacks(cfg: DictConfig) -> list:
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 
     confs = (cfg.get("callbacks") or {}).values()
     callbacks = [instantiate(conf) for conf in confs if conf and "_target_" in conf]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    if not has_logger:  # logger=none: Lightning refuses an LR monitor with nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     return callbacks
 
 
@@ -118,7 +120,10 @@ def train(cfg: DictConfig) -> float | None:
     output_root = str(cfg.paths.output_root)
     stage = cfg.stage
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_root, stage.name)
-    init_from = resolve_init_from(cfg.model, output_root)
+    resumed_info = _read_json(Path(ckpt_path).parent.parent / RUN_INFO) if ckpt_path else {}
+    # A resumed run continues from the export it started from ("latest_sft" may name a newer one by now); its
+    # checkpoints hold only trainable weights, the frozen rest is reloaded from that folder.
+    init_from = resumed_info.get("init_from") or resolve_init_from(cfg.model, output_root)
     base_model = read_card(init_from).get("base_model") if init_from else None
     base_model = base_model or base_model_id(cfg.model)
     info = {
@@ -140,7 +145,6 @@ def train(cfg: DictConfig) -> float | None:
     adapter = instantiate(cfg.model, init_from=init_from)
     module, data = _build_stage(cfg, adapter, prompt, reward, splits)
 
-    resumed_info = _read_json(Path(ckpt_path).parent.parent / RUN_INFO) if ckpt_path else {}
     loggers = build_loggers(cfg, wandb_id=resumed_info.get("wandb_id"))
     info["wandb_id"] = wandb_run_id(loggers)
     _write_json(run_dir / RUN_INFO, info)
@@ -151,7 +155,10 @@ def train(cfg: DictConfig) -> float | None:
             "gradient_clip_val": float(stage.max_grad_norm) or None,
         }
     trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, **trainer_kwargs
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
+        logger=loggers or False,
+        **trainer_kwargs,
     )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
