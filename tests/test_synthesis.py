@@ -265,10 +265,10 @@ def test_the_issue_sample_is_rejected_and_the_problem_names_both_emotions():
     [
         (think("Nothing else moves."), CONTEMPT,
          "The reasoning names no emotion, so it does not support the answer contempt. End the reasoning on contempt."),
-        # Wrong answer and a reasoning that concludes the gold label: both problems, the fix is the gold label.
+        # Wrong answer and a reasoning that concludes the gold label: the answer is what must change.
         (think("This points to contempt.", answer="disgust"), CONTEMPT,
          "The reasoning concludes contempt but the answer is disgust: they must name the same emotion. "
-         "End the reasoning on contempt."),
+         "Answer contempt."),
         # No gold label (AU-only sample): the answer is the side the reasoning must meet.
         (think("This points to sadness.", answer="happiness"), {**CONTEMPT, "labels": []},
          "The reasoning concludes sadness but the answer is happiness: they must name the same emotion. "

@@ -236,7 +236,12 @@ def _consistency_problems(
     concluded: str | None, answer: str | None, target: str | None, answer_reported: bool
 ) -> list[str]:
     """Why the reasoning and the answer disagree, naming both sides, and what the response should conclude."""
-    fix = f" End the reasoning on {target}." if target else ""
+    if not target:
+        fix = ""
+    elif target == concluded:  # the reasoning already ends right; the answer is what must change
+        fix = f" Answer {target}."
+    else:
+        fix = f" End the reasoning on {target}."
     if concluded is not None and answer is not None:
         return [
             f"The reasoning concludes {concluded} but the answer is {answer}: they must name the same emotion.{fix}"
