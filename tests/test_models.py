@@ -227,10 +227,14 @@ def test_shared_prefix_logits_equal_full_reforward(adapter, face_samples):
     rollout = adapter.generate(batch, SAMPLED)
     ids, index = rollout.completion_ids, rollout.prompt_index
     with torch.no_grad():
-        shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids, index)
-        full = adapter._completion_logits_full(adapter.model, batch.inputs, ids, index)
-        first_shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids[:, :1], index)
-        first_full = adapter._completion_logits_full(adapter.model, batch.inputs, ids[:, :1], index)
+
+        def logits(path, completion):  # the paths return consecutive segments along the completion
+            return torch.cat(path(adapter.model, batch.inputs, completion, index), dim=1)
+
+        shared = logits(adapter._completion_logits_shared, ids)
+        full = logits(adapter._completion_logits_full, ids)
+        first_shared = logits(adapter._completion_logits_shared, ids[:, :1])
+        first_full = logits(adapter._completion_logits_full, ids[:, :1])
     assert shared.shape == full.shape == (*ids.shape, full.shape[-1])
     mask = rollout.completion_mask.bool()
     assert (shared - full)[mask].abs().max().item() < 1e-4
@@ -516,3 +520,58 @@ def test_preallocated_kv_cache_changes_no_rollout(adapter, face_samples, monkeyp
     old = adapter.generate(batch, SAMPLED)
     assert torch.equal(new.completion_ids, old.completion_ids) and new.texts == old.texts
     assert torch.equal(new.logprobs, old.logprobs)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["shared_prefix", "full_reforward"])
+def test_logits_exist_only_at_completion_positions_in_micro_batches(
+    make_adapter, face_samples, checkpointing
+):
+    """A long prompt (~1.5k tokens) and 8-token completions: the lm_head never sees a prompt position beyond the
+    last, nor more rows than the micro-batch - in the log-prob passes (both paths) and in the SFT loss."""
+    adapter = make_adapter(activation_checkpointing=checkpointing, system_prompt="Describe the face. " * 300)
+    sizes = []
+    hook = adapter.base_model.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, out: sizes.append(tuple(out.shape[:2]))
+    )
+    try:
+        images = [img for img, _ in face_samples[:2]]
+        batch = adapter.encode_prompts(images, ["What emotion?"] * 2)
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        assert prompt_len > 1000
+        ids = torch.randint(0, 200, (6, 8))
+        index = torch.tensor([0, 0, 0, 1, 1, 1])
+        with torch.no_grad():
+            whole, _ = adapter.completion_logprobs(batch, ids, index)
+            sizes.clear()
+            chunked, _ = adapter.completion_logprobs(batch, ids, index, micro_batch_size=2)
+        torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+        assert max(r for r, _ in sizes) <= 2  # rows per lm_head call: the micro-batch
+        assert (
+            max(t for _, t in sizes) <= ids.shape[1]
+        )  # positions per row: the completion's, never the prompt's
+        sizes.clear()
+        sft = adapter.encode_sft(
+            images, ["What emotion?"] * 2, ["<think>AU12</think><answer>happy</answer>"] * 2
+        )
+        adapter.sft_loss(sft)
+        target_len = int((sft.labels != -100).sum(dim=1).max())
+        assert sizes == [
+            (2, target_len + 1)
+        ]  # the targets (+ the position predicting the first), not 1k+ prompt
+    finally:
+        hook.remove()
+
+
+def test_sft_loss_equals_the_full_sequence_cross_entropy(make_adapter, face_samples):
+    adapter = make_adapter()
+    images = [img for img, _ in face_samples[:3]]
+    sft = adapter.encode_sft(
+        images, ["What emotion?", "Which AUs?", "Emotion"], ["<answer>a</answer>", "b", "AU12 AU6 ok"]
+    )
+    loss, n = adapter.sft_loss(sft)
+    with torch.no_grad():
+        logits = adapter.model(**sft.inputs, use_cache=False).logits[:, :-1]
+    labels = sft.labels[:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    assert n == int((labels != -100).sum())
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
