@@ -575,3 +575,84 @@ def test_sft_loss_equals_the_full_sequence_cross_entropy(make_adapter, face_samp
     expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     assert n == int((labels != -100).sum())
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+PLAIN_LOAD = """
+import json, sys
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+folder = sys.argv[1]
+model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+image_processor = AutoImageProcessor.from_pretrained(folder)
+tokenizer = AutoTokenizer.from_pretrained(folder)
+try:
+    processor = type(AutoProcessor.from_pretrained(folder)).__name__
+except ImportError as err:  # no torchvision: transformers names it instead of returning a bare tokenizer
+    processor = "ImportError: " + str(err).split(chr(10))[1]
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Emotion?"}]}]
+text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+grid = image_processor(images=[Image.new("RGB", (112, 112), (120, 90, 60))], return_tensors="pt")
+n = int(grid["image_grid_thw"].prod()) // image_processor.merge_size**2
+text = text.replace("<|image_pad|>", "<|image_pad|>" * n)
+ids = tokenizer([text], return_tensors="pt")
+# what Qwen2_5_VLProcessor adds: which tokens are image tokens (M-RoPE positions depend on it)
+ids["mm_token_type_ids"] = (ids["input_ids"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+with torch.no_grad():
+    out = model(**ids, pixel_values=grid["pixel_values"], image_grid_thw=grid["image_grid_thw"])
+print(json.dumps({"model": type(model).__name__, "processor": processor, "image_processor": type(image_processor).__name__,
+                  "text": text, "last_logits": out.logits[0, -1, :8].tolist(),
+                  "torchvision": "torchvision" in sys.modules}))
+"""
+
+
+def test_export_loads_with_plain_auto_classes_in_a_fresh_process(make_adapter, tmp_path):
+    """No project import in the loading process: the export is a standard Qwen2.5-VL folder."""
+    import json
+    import subprocess
+    from importlib.util import find_spec
+
+    from PIL import Image
+
+    adapter = make_adapter()
+    folder = adapter.export(tmp_path / "export")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        assert json.loads((folder / name).read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    assert json.loads((folder / "preprocessor_config.json").read_text())["image_processor_type"]
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["model"] == "Qwen2_5_VLForConditionalGeneration"
+    if find_spec("torchvision") is None:
+        assert "Torchvision" in out["processor"]  # a clear error, not a silently returned tokenizer
+    else:
+        assert out["processor"] == "Qwen2_5_VLProcessor"
+    # the same prompt text and the same logits as the project's own encoding of that image
+    batch = adapter.encode_prompts([Image.new("RGB", (112, 112), (120, 90, 60))], ["Emotion?"])
+    assert out["text"] == adapter.tokenizer.decode(batch.inputs["input_ids"][0])
+    with torch.no_grad():
+        logits = adapter.model(**batch.inputs).logits[0, -1, :8]
+    torch.testing.assert_close(torch.tensor(out["last_logits"]), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_chat_template_json_is_honoured(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from facial_r1.models.processor import load_processor
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(tiny_model_dir, folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": "LEGACY " + template}))
+    assert load_processor(folder).chat_template.startswith("LEGACY ")

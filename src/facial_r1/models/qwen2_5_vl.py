@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams, TokenizedSFTBatch
-from facial_r1.models.processor import load_processor
+from facial_r1.models.processor import load_processor, save_processor
 from facial_r1.models.sampling import sample_next
 
 log = logging.getLogger(__name__)
@@ -526,11 +526,7 @@ class Qwen25VLAdapter:
         if self.lora_enabled:
             model = copy.deepcopy(self.model).merge_and_unload()
         model.save_pretrained(path)
-        self.processor.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        template = self.processor.chat_template or self.tokenizer.chat_template
-        if template:
-            (path / "chat_template.jinja").write_text(template)
+        save_processor(self.processor, path)
         for name, content in (extra_files or {}).items():
             (path / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
         return path
