@@ -112,6 +112,8 @@ class Qwen25VLAdapter:
             {*([eos] if isinstance(eos, int) else list(eos or [])), self.tokenizer.eos_token_id}
         )
         self.suppress_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        # Embedding rows past the tokenizer (a real checkpoint pads 151,665 ids to 151,936) decode to nothing.
+        self.vocab_limit = len(self.tokenizer)
         if freeze_vision:
             for p in self._visual().parameters():
                 p.requires_grad_(False)
@@ -358,7 +360,7 @@ class Qwen25VLAdapter:
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
         tokens, logps = [], []
         for t in range(params.max_new_tokens):
-            logits[:, self.suppress_ids] = float("-inf")
+            self.mask_unsampled(logits, float("-inf"))
             tok, lp = sample_next(
                 logits,
                 temperature=params.temperature,
@@ -450,6 +452,14 @@ class Qwen25VLAdapter:
         entropy = torch.cat(entropies) if with_entropy else None
         return torch.cat(logps), entropy
 
+    def mask_unsampled(self, logits: torch.Tensor, value: float) -> None:
+        """In place: vision tokens (a sampled ``<|image_pad|>`` breaks the next forward) and ids past the tokenizer
+        get ``value``. In place is safe for autograd: the logits are a fresh lm_head output its backward does not
+        need, and no [N, T, V] copy is made."""
+        logits[..., self.suppress_ids] = value
+        if self.vocab_limit < logits.shape[-1]:
+            logits[..., self.vocab_limit :] = value
+
     def _completion_logprobs_rows(
         self, model, inputs, completion_ids, prompt_index, temperature, with_entropy
     ):
@@ -459,13 +469,11 @@ class Qwen25VLAdapter:
             segments = self._completion_logits_shared(model, inputs, completion_ids, prompt_index)
         else:  # HF turns the KV cache off under activation checkpointing: one forward per row instead
             segments = self._completion_logits_full(model, inputs, completion_ids, prompt_index)
-        suppress = torch.tensor(self.suppress_ids, device=completion_ids.device)
         logp, entropy, t0 = [], [], 0
         for logits in segments:  # consecutive completion positions: [N, t, V] each
-            # The sampler never offers vision tokens, so the policy being scored is the renormalised distribution.
-            # (-1e4 rather than -inf: exp underflows to exactly 0 either way, and the entropy stays finite.) In
-            # place: the logits are a fresh output the lm_head's backward does not need.
-            logits.index_fill_(-1, suppress, -1e4)
+            # The sampler never offers masked tokens, so the policy being scored is the renormalised distribution.
+            # (-1e4 rather than -inf: exp underflows to exactly 0 either way, and the entropy stays finite.)
+            self.mask_unsampled(logits, -1e4)
             ids = completion_ids[:, t0 : t0 + logits.shape[1]]
             t0 += logits.shape[1]
             logp.append(token_logprobs_from_logits(logits, ids, temperature))
