@@ -16,7 +16,9 @@ Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``expe
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
 the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
-``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``.
+``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``. ``judge_score`` (the LLM
+judge's reasoning score of ``evaluate.py judge=openai``) comes with ``judge`` = ``model | rubric | server``; rows of
+different judges are refused (:class:`MixedJudgesError`) rather than put in one column, since judges drift apart.
 
 The notebook helpers (:func:`read_curves`, :func:`read_predictions`, :func:`attach_images`) read the rest of a run
 folder: Lightning's CSV log, the predictions, and each prediction's image (joined on ``id`` with the run's dataset:
