@@ -92,6 +92,30 @@ def test_references() -> None:
     assert "(AU1)" in refs[0] and "<answer>fear</answer>" in refs[1] and refs[2] is None
 
 
+def test_score_counts_unparsed_replies_and_skips_samples_without_reference(tmp_path) -> None:
+    """Client logic on a scripted local server (tests/test_teachers.py's FakeAPI): what is sent, what is counted."""
+    from test_teachers import FakeAPI
+
+    api = FakeAPI()
+    api.reply_fn = lambda body: "Good.\nScore: 9" if "REF-A" in body["messages"][1]["content"] else "no idea"
+    try:
+        judge = ReasoningJudge(api.url, "judge-m", api_key_env=None, cache_dir=tmp_path, max_concurrency=2)
+        records = [{"description": "REF-A"}, {"description": "REF-B"}, {"labels": ["fear"]}]
+        metrics, scores = judge.score(records, ["out a", "out b", "out c"], progress=False)
+        assert scores == [9, None, None] and len(api.requests) == 2  # no reference: not sent
+        assert metrics["judge_score"] == 9.0 and metrics["judge_score_ci"] == [9.0, 9.0]
+        assert metrics["num_judge_samples"] == 1 and metrics["num_judge_unparsed"] == 1
+        assert metrics["judge"]["model"] == "judge-m" and metrics["judge"]["base_url"] == api.url + "/v1"
+        body = api.requests[0]["body"]
+        assert body["temperature"] == 0.0 and body["max_tokens"] == 256
+        assert body["messages"][0]["role"] == "system" and "Score: N" in body["messages"][1]["content"]
+        assert judge.score(records, ["out a", "out b", "out c"], progress=False)[1] == scores
+        assert len(api.requests) == 2  # the rerun came from the cache
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+
+
 def test_evaluate_config_has_no_judge_unless_asked(monkeypatch) -> None:
     monkeypatch.setenv("FACIAL_R1_CACHE", "/tmp/facial_r1_test_cache")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
