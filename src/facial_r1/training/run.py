@@ -25,6 +25,7 @@ from facial_r1.training.lineage import (
     resolve_ckpt_path,
     resolve_init_from,
 )
+from facial_r1.training.optimized_metric import check_optimized_metric, optimized_metric_value
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,12 @@ def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Run one stage end to end; returns the held-out emotion accuracy (for sweepers), or None."""
+    """Run one stage end to end; returns the metric named by ``optimized_metric`` (for sweepers), or None."""
     import lightning as L
     from hydra.utils import instantiate
 
     check_train_config(cfg)
+    check_optimized_metric(cfg.get("optimized_metric"))
     set_threads(cfg)
     started = time.time()
     run_dir = run_dir_from_hydra()
@@ -189,7 +191,7 @@ def train(cfg: DictConfig) -> float | None:
         _write_json(
             run_dir / RUN_INFO, {**info, "finished": time.time(), "wall_time_s": metrics["wall_time_s"]}
         )
-        return metrics.get("emotion_acc")
+        return optimized_metric_value(metrics, cfg.get("optimized_metric"))
     finally:
         _finish_loggers(loggers)
 
