@@ -72,7 +72,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     for lg in build_loggers(cfg):
-        lg.log_metrics(headline_metrics(metrics, "eval"))
+        judged = (
+            {"eval/judge_score": metrics["judge_score"]} if metrics.get("judge_score") is not None else {}
+        )
+        lg.log_metrics(headline_metrics(metrics, "eval") | judged)
         log_to_wandb(lg, metrics, rows, prefix="eval")
         experiment = getattr(lg, "_experiment", None)
         if experiment is not None and hasattr(experiment, "finish"):
@@ -122,7 +125,7 @@ def _evaluate_split(cfg, protocol: Protocol, fold, source, records, adapter, pro
     )
     if hasattr(
         reward, "prepare"
-    ):  # reward=official_paper: the per-row rewards use weights of the evaluated records
+    ):  # reward=official_paper: per-row rewards weighted over the evaluated records
         reward.prepare(records)
     metrics, rows = protocol.score(records, outputs, au_subset=cfg.au_subset, reward=reward)
     groups = _units(protocol, records)
@@ -134,6 +137,12 @@ def _evaluate_split(cfg, protocol: Protocol, fold, source, records, adapter, pro
         groups=groups,
         unit=protocol.unit,
     )
+    if cfg.get("judge"):
+        from hydra.utils import instantiate
+
+        judge_metrics, scores = instantiate(cfg.judge).score(records, outputs)
+        metrics.update(judge_metrics)
+        rows = [{**row, "judge_score": score} for row, score in zip(rows, scores, strict=True)]
     warning = protocol.check_count(len(records), limited=cfg.limit is not None)
     metrics.update(
         {
@@ -217,7 +226,8 @@ def _mean_per_au(per_fold: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numbers printed at the end: the headline keys that are logged, their intervals, sample count, REGE."""
-    out = {k: metrics.get(k) for k in ("protocol", "num_samples", *HEADLINE_KEYS, "rege")}
+    judged = ("judge_score", "judge_score_ci") if "judge" in metrics else ()
+    out = {k: metrics.get(k) for k in ("protocol", "num_samples", *HEADLINE_KEYS, "rege", *judged)}
     out[CI_KEY] = {k: v for k, v in (metrics.get(CI_KEY) or {}).items() if v is not None}
     if metrics.get("per_fold"):
         out["per_fold"] = [
