@@ -69,7 +69,9 @@ def build_reduced_model(
     for key, token in special.items():
         config[key] = ids.get(token, tokenizer.convert_tokens_to_ids(token))
     if len(tokenizer) > vocab_size:
-        raise ValueError(f"tokenizer of {tokenizer_dir} has {len(tokenizer)} ids, more than {arch}'s {vocab_size}")
+        raise ValueError(
+            f"tokenizer of {tokenizer_dir} has {len(tokenizer)} ids, more than {arch}'s {vocab_size}"
+        )
     config["num_hidden_layers"] = text_layers
     config["max_window_layers"] = text_layers
     config["vision_config"] = {
@@ -88,9 +90,13 @@ def build_reduced_model(
     if template:
         (out / "chat_template.jinja").write_text(template)
     # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
-    Qwen2VLImageProcessorPil(min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2).save_pretrained(out)
+    Qwen2VLImageProcessorPil(
+        min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2
+    ).save_pretrained(out)
     (out / "reduced_model.json").write_text(
-        json.dumps({"arch": arch, "text_layers": text_layers, "vision_depth": vision_depth, "seed": seed}, indent=2)
+        json.dumps(
+            {"arch": arch, "text_layers": text_layers, "vision_depth": vision_depth, "seed": seed}, indent=2
+        )
     )
     return out
 
@@ -101,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="qwen2_5_vl_3b", choices=ARCHITECTURES)
     parser.add_argument("--text-layers", type=int, default=2)
     parser.add_argument("--vision-depth", type=int, default=4)
-    parser.add_argument("--tokenizer-dir", help="a model folder whose tokenizer to use (default: the tiny model)")
+    parser.add_argument(
+        "--tokenizer-dir", help="a model folder whose tokenizer to use (default: the tiny model)"
+    )
     parser.add_argument("--cache-dir", default=".cache/facial_r1")
     args = parser.parse_args(argv)
     tokenizer_dir = args.tokenizer_dir

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from facial_r1.training.checkpoint import StreamingCheckpointIO
 from facial_r1.training.checks import check_train_config
 from facial_r1.training.lineage import (
     EXPORT_CARD,
@@ -156,6 +157,12 @@ def train(cfg: DictConfig) -> float | None:
             "accumulate_grad_batches": int(stage.accumulate_grad_batches),
             "gradient_clip_val": float(stage.max_grad_norm) or None,
         }
+    if str(cfg.trainer.get("strategy", "auto")) in (
+        "auto",
+        "ddp",
+        "ddp_spawn",
+    ):  # sharded ones save their own way
+        trainer_kwargs["plugins"] = [StreamingCheckpointIO()]
     trainer = instantiate(
         cfg.trainer,
         callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
