@@ -4,16 +4,13 @@ tiny model for the whole session, and prompts built the way the adapter builds t
 (The folder is not called ``tests/vllm``: pytest puts ``tests/`` on ``sys.path``, where a ``vllm`` folder would be
 importable as a namespace package named ``vllm`` wherever the real one is missing.)
 
-The ``hf`` reference is the project's adapter (``Qwen25VLAdapter``). It calls the model with the KV cache keyword of
-transformers 5.24 (``cache=``); the 5.19 that vLLM pins names it ``past_key_values`` and silently ignores ``cache=``
-(every decode step would then see only its own token). ``_cache_keyword_shim`` renames the keyword when the installed
-transformers lacks it, so the reference is the adapter's own algorithm on either version.
+The ``hf`` reference is the project's adapter (``Qwen25VLAdapter``), which picks the KV-cache keyword of the
+installed transformers (``cache=`` on 5.2x, ``past_key_values=`` on the 5.19 vLLM pins).
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from pathlib import Path
 
@@ -33,22 +30,6 @@ TEXTS = [
 ]
 
 
-def _cache_keyword_shim(model) -> None:
-    """Make ``model(..., cache=c)`` mean ``past_key_values=c`` on transformers versions without ``cache=``."""
-    params = inspect.signature(type(model).forward).parameters
-    if "cache" in params or "past_key_values" not in params:
-        return
-    forward = model.forward
-
-    @functools.wraps(forward)
-    def forward_with_cache(*args, cache=None, **kwargs):
-        if cache is not None:
-            kwargs["past_key_values"] = cache
-        return forward(*args, **kwargs)
-
-    model.forward = forward_with_cache
-
-
 def chat_text(adapter, text: str) -> str:
     """The chat-formatted prompt the adapter tokenises in ``encode_prompts`` (image, then the text)."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
@@ -57,9 +38,7 @@ def chat_text(adapter, text: str) -> str:
 
 @pytest.fixture(scope="session")
 def hf_adapter(make_adapter):
-    adapter = make_adapter()
-    _cache_keyword_shim(adapter.model)
-    return adapter
+    return make_adapter()
 
 
 @pytest.fixture(scope="session")
