@@ -106,8 +106,12 @@ def _wandb_table(run, key, columns, rows, faces, captions, step, image_column) -
     import wandb
 
     images = {k: wandb.Image(face, caption=captions[k]) for k, face in faces.items()}
-    if images:  # written to <run>/files/media/images/<key>_faces_*.png now (binding happens inside log)
-        run.log({f"{key}_faces": list(images.values())}, commit=False)
+    # Written to <run>/files/media/images/ now (log binds them). W&B binds at most MAX_ITEMS images of one list, so
+    # the faces go in chunks: <key>_faces, <key>_faces_1, ...
+    faces_list, chunk = list(images.values()), wandb.Image.MAX_ITEMS
+    for i in range(0, len(faces_list), chunk):
+        suffix = f"_{i // chunk}" if i else ""
+        run.log({f"{key}_faces{suffix}": faces_list[i : i + chunk]}, commit=False)
     files_dir = Path(run.dir)
     table = wandb.Table(columns=[*columns, IMAGE_FILE_COLUMN])
     for row in rows:
