@@ -147,7 +147,9 @@ def test_grpo_run_in_wandb_offline_and_the_trackio_dashboard(tmp_path, tiny_sft_
                 urllib.request.urlopen(base + "/", timeout=2)
                 break
             except OSError:
-                assert server.poll() is None and time.time() < deadline, (tmp_path / "trackio_show.log").read_text()
+                assert server.poll() is None and time.time() < deadline, (
+                    tmp_path / "trackio_show.log"
+                ).read_text()
                 time.sleep(0.5)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         metrics_png, media_png = ARTIFACTS / "trackio_metrics.png", ARTIFACTS / "trackio_media.png"

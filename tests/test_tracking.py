@@ -82,7 +82,9 @@ def test_build_loggers_fills_auto_and_keeps_explicit_values(tmp_path):
             "off": {},
         }
     )
-    identity = RunIdentity(run_id="abcd1234", name="grpo-s3-x", group="g", job_type="grpo", tags=("grpo", "tiny"))
+    identity = RunIdentity(
+        run_id="abcd1234", name="grpo-s3-x", group="g", job_type="grpo", tags=("grpo", "tiny")
+    )
     wandb_logger, trackio_logger = build_loggers(cfg, identity)
     init = wandb_logger._wandb_init
     assert init["id"] == "abcd1234" and init["resume"] == "allow"
@@ -140,14 +142,19 @@ def test_wandb_offline_tables_keep_their_faces(tmp_path, monkeypatch):
         for j in range(G)
     ]
     try:
-        assert log_image_table(loggers, "train/completions", rows, step=5) == 1  # W&B only: CSV takes no tables
+        assert (
+            log_image_table(loggers, "train/completions", rows, step=5) == 1
+        )  # W&B only: CSV takes no tables
         image_files = []
         for i, face in enumerate(faces):
             path = tmp_path / f"face{i}.png"
             face.save(path)
             image_files.append(str(path))
         records = [{"id": "a", "image": image_files[0]}, {"id": "b", "image": image_files[1]}]
-        eval_rows = [{"id": "a", "output": "x", "pred_aus": ["AU12"]}, {"id": "b", "output": "y", "pred_aus": []}]
+        eval_rows = [
+            {"id": "a", "output": "x", "pred_aus": ["AU12"]},
+            {"id": "b", "output": "y", "pred_aus": []},
+        ]
         metrics = {"emotion_acc": 0.75, "au_f1_macro": 0.5, "au_f1_per_au": {"AU12": 0.25}, "num_samples": 2}
         log_evaluation(loggers, metrics, eval_rows, records, prefix="test", step=5)
         # More faces than W&B binds from one list (Image.MAX_ITEMS = 108): every one still lands in the folder.
@@ -162,7 +169,9 @@ def test_wandb_offline_tables_keep_their_faces(tmp_path, monkeypatch):
 
     files, (completions,) = _offline_tables(tmp_path / "wandb", "train/completions")
     assert len(completions["data"]) == 2 * G
-    assert len(_assert_every_image_cell_resolves(files, completions)) == 2  # one face per prompt, shared by G rows
+    assert (
+        len(_assert_every_image_cell_resolves(files, completions)) == 2
+    )  # one face per prompt, shared by G rows
     files, (predictions,) = _offline_tables(tmp_path / "wandb", "test/predictions")
     assert len(_assert_every_image_cell_resolves(files, predictions)) == 2
     files, (many_table,) = _offline_tables(tmp_path / "wandb", "val/many")
