@@ -48,8 +48,9 @@ def finish_loggers(loggers: list) -> None:
     """Close W&B and Trackio runs, even after a crash, so offline folders are complete and syncable."""
     for lg in loggers:
         experiment = getattr(lg, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
+        close = getattr(lg, "finish", None) or getattr(experiment, "finish", None)
+        if experiment is not None and close is not None:
             try:
-                experiment.finish()
+                close()
             except Exception:  # pragma: no cover - closing must never mask the real error
                 log.exception("could not close logger %s", lg)

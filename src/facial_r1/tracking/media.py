@@ -152,21 +152,18 @@ def log_evaluation(
 ) -> None:
     """A held-out evaluation to every logger: numbers, a predictions table with faces, figures.
 
-    Numbers: every scalar of ``metrics`` (nested ones flattened, ``<prefix>/per_au_f1/AU12``) goes into the W&B run
-    summary, which is what the runs table shows; Trackio has no summary, so it gets them as points at ``step``; the
-    CSV logger gets the headline keys at ``step``. ``records`` (aligned with ``rows``) give the faces; without them
+    Numbers: every scalar of ``metrics`` (nested ones flattened, ``<prefix>/au_f1_per_au/AU12``) goes into the W&B
+    run summary, which is what the runs table shows; Trackio (which has no summary) and CSV get the headline keys as
+    points at ``step`` (the rest is in ``metrics.json``). ``records`` (aligned with ``rows``) give the faces; without them
     the table has no images. Only the first ``max_rows`` predictions are tabled, to keep runs small.
     """
     from facial_r1.evaluation.report import scalar_metrics
     from facial_r1.evaluation.runner import headline_metrics
 
-    scalars = scalar_metrics(metrics, prefix)
     for lg in loggers:
         run = wandb_run(lg)
         if run is not None:
-            run.summary.update(scalars)
-        elif isinstance(lg, TrackioLogger):
-            lg.log_metrics(scalars, step=step)
+            run.summary.update(scalar_metrics(metrics, prefix))
         elif hasattr(lg, "log_metrics"):
             lg.log_metrics(headline_metrics(dict(metrics), prefix), step=step)
     table_rows = []

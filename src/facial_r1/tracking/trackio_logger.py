@@ -91,6 +91,19 @@ class TrackioLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self.experiment.log({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def finish(self) -> None:
+        """Close the run (flushes its logs to the SQLite file); a no-op if it never started or is closed."""
+        run, self._experiment = self._experiment, None
+        if run is None:
+            return
+        from trackio import context_vars
+
+        try:
+            run.finish()
+        finally:  # else Trackio's exit hook finishes the same run a second time
+            if context_vars.current_run.get() is run:
+                context_vars.current_run.set(None)
+
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Lightning calls this at the end of fit; the run stays open for the final evaluation, closed by
