@@ -170,8 +170,9 @@ def test_grpo_run_in_wandb_offline_and_the_trackio_dashboard(tmp_path, tiny_sft_
     assert "train/completions" in media_dom
     face_srcs = re.findall(r'<img[^>]*class="table-image[^"]*"[^>]*src="([^"]+)"', media_dom)
     assert face_srcs, "no face in the completions table"
-    media_dir = (output_root / "trackio" / "media").as_posix()
-    assert any(media_dir in urllib.request.unquote(src) for src in face_srcs)
+    # Trackio keeps media by run and step: the faces logged with the completions (step 2), not only the predictions'.
+    completion_faces = (output_root / "trackio" / "media" / "facial-r1" / name / "2").as_posix()
+    assert any(completion_faces in urllib.request.unquote(src) for src in face_srcs), face_srcs
     completions_db = sqlite_texts(output_root / "trackio" / "facial-r1.db")
     assert any(text and text[:20] in media_dom for text in completions_db), "no completion text on the page"
     for png in (metrics_png, media_png):
