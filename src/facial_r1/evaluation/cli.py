@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
-from facial_r1.evaluation.report import log_to_wandb, write_evaluation
-from facial_r1.evaluation.runner import headline_metrics
+from facial_r1.evaluation.report import write_evaluation
 from facial_r1.models.adapter import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -24,8 +23,11 @@ def evaluate(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from facial_r1.tracking.loggers import build_loggers, finish_loggers
+    from facial_r1.tracking.media import log_evaluation
+    from facial_r1.tracking.naming import run_identity
     from facial_r1.training.lineage import resolve_init_from
-    from facial_r1.training.run import build_loggers, set_threads
+    from facial_r1.training.run import set_threads
 
     set_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -70,15 +72,17 @@ def evaluate(cfg: DictConfig) -> float | None:
     )
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     paths = write_evaluation(run_dir, metrics, rows, label_set)
-    for lg in build_loggers(cfg):
-        judged = (
-            {"eval/judge_score": metrics["judge_score"]} if metrics.get("judge_score") is not None else {}
-        )
-        lg.log_metrics(headline_metrics(metrics, "eval") | judged)
-        log_to_wandb(lg, metrics, rows, prefix="eval")
-        experiment = getattr(lg, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
-            experiment.finish()
+    loggers = build_loggers(cfg, run_identity(cfg, run_dir=run_dir))
+    try:
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        figures = {k: p for k, p in paths.items() if p.suffix == ".png"}
+        log_evaluation(loggers, metrics, rows, records, prefix="eval", step=0, figures=figures)
+        if metrics.get("judge_score") is not None:
+            for lg in loggers:
+                lg.log_metrics({"eval/judge_score": metrics["judge_score"]}, step=0)
+    finally:
+        finish_loggers(loggers)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     print(json.dumps(_headline(metrics), indent=2))
     return metrics.get("emotion_acc")
