@@ -99,18 +99,16 @@ def worker(args) -> None:
         else:
             logp, _ = adapter.completion_logprobs(batch, ids, index, micro_batch_size=args.micro_batch_size)
     seconds = time.perf_counter() - start
-    rows = args.G if args.config == "baseline" else args.micro_batch_size
-    positions = (
-        batch.inputs["input_ids"].shape[1] + ids.shape[1] if args.config == "baseline" else ids.shape[1]
-    )
-    copies = 2 if args.config == "baseline" else 1  # index_fill's copy
+    P, T = batch.inputs["input_ids"].shape[1], ids.shape[1]
+    # bf16 logits held at once: baseline = all G rows over P + T positions + index_fill's [G, T, V] copy
+    positions = args.G * (P + T) + args.G * T if args.config == "baseline" else args.micro_batch_size * T
     print(
         json.dumps(
             {
                 "config": args.config,
-                "prompt_tokens": int(batch.inputs["input_ids"].shape[1]),
+                "prompt_tokens": int(P),
                 "peak_gib": _status_gib("VmHWM") - before,
-                "logits_gib": copies * rows * positions * VOCAB * 2 / 2**30,  # bf16
+                "logits_gib": positions * VOCAB * 2 / 2**30,
                 "seconds": seconds,
                 "finite": bool(torch.isfinite(logp).all()),
             }
