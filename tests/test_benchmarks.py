@@ -49,3 +49,13 @@ def test_grpo_vs_trl_quick_prints_table_and_ratio():
     assert re.fullmatch(r"grpo_step_time_ratio_vs_trl=\d+\.\d{2}", lines[-1]), lines[-1]
     rows = [line for line in lines if line.startswith("|")]
     assert any("ours" in r for r in rows) and any("TRL" in r for r in rows), rows
+
+
+@pytest.mark.slow
+def test_memory_quick_prints_table_and_ratio():
+    """Builds the reduced-depth real-width model into the cache on first use (~20 s)."""
+    lines = run_quick("memory.py", timeout=600)
+    assert re.fullmatch(r"logprob_peak_memory_ratio=\d+\.\d{3}", lines[-1]), lines[-1]
+    rows = [line for line in lines if line.startswith("|")]
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["baseline", "ours full", "ours shared"], rows
+    assert all(r.split("|")[-2].strip() == "True" for r in rows[2:])  # finite log-probs everywhere

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from facial_r1.evaluation import (
     compute_metrics,
-    log_to_wandb,
     plot_confusion_matrix,
     plot_per_au_f1,
     resolve_au_subset,
@@ -182,31 +180,6 @@ def test_scalar_metrics_flattens() -> None:
     assert flat["val/au_f1_per_au/AU1"] == 1.0
     assert "val/emotion_acc" not in flat  # None is left out
     assert "val/au_labels" not in flat
-
-
-def test_log_to_wandb_is_a_noop_for_other_loggers() -> None:
-    class CSVLogger:  # any non-W&B logger
-        experiment = object()
-
-    for logger in (None, object(), CSVLogger()):
-        assert log_to_wandb(logger, {"emotion_acc": 1.0}, []) is False
-
-
-def test_log_to_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wandb = pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    m, rows = compute_metrics(AU_SAMPLES + EMO_SAMPLES, AU_OUTPUTS + EMO_OUTPUTS)
-    paths = write_evaluation(tmp_path / "eval", m, rows, BASIC7)
-    run = wandb.init(project="facial-r1-test", dir=str(tmp_path), mode="offline")
-    try:
-        images = {k: p for k, p in paths.items() if p.suffix == ".png"}
-        assert log_to_wandb(run, m, rows, prefix="val", images=images) is True
-        assert run.summary["val/au_f1_macro"] == pytest.approx(0.5)
-    finally:
-        run.finish()
-    assert any(os.scandir(tmp_path / "wandb"))
 
 
 def test_macro_matches_torchmetrics_when_every_au_has_support() -> None:

@@ -656,3 +656,14 @@ def test_chat_template_json_is_honoured(tiny_model_dir, tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": "LEGACY " + template}))
     assert load_processor(folder).chat_template.startswith("LEGACY ")
+
+
+def test_building_the_tiny_model_leaves_the_callers_rng_alone(tmp_path):
+    """A cold cache must not change what a run samples or how LoRA initialises (the build seeds torch itself)."""
+    from facial_r1.models.tiny import TinySpec, tiny_model_path
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    tiny_model_path(tmp_path, TinySpec(warm_start_steps=0, seed=7))
+    assert torch.equal(torch.rand(3), expected)

@@ -2,11 +2,10 @@
 
 from facial_r1.evaluation.metrics import compute_metrics, resolve_au_subset
 from facial_r1.evaluation.plots import plot_confusion_matrix, plot_per_au_f1
-from facial_r1.evaluation.report import log_to_wandb, scalar_metrics, write_evaluation
+from facial_r1.evaluation.report import scalar_metrics, write_evaluation
 
 __all__ = [
     "compute_metrics",
-    "log_to_wandb",
     "plot_confusion_matrix",
     "plot_per_au_f1",
     "resolve_au_subset",

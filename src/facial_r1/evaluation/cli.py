@@ -21,8 +21,7 @@ from facial_r1.data.sources.base import require_records
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS
 from facial_r1.evaluation.protocols import Protocol, mean_over_folds
-from facial_r1.evaluation.report import log_to_wandb, write_evaluation
-from facial_r1.evaluation.runner import headline_metrics
+from facial_r1.evaluation.report import write_evaluation
 from facial_r1.evaluation.uncertainty import (
     CI_KEY,
     bootstrap_info,
@@ -39,7 +38,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from facial_r1.training.run import build_loggers, set_threads
+    from facial_r1.tracking.loggers import build_loggers, finish_loggers
+    from facial_r1.tracking.media import log_evaluation
+    from facial_r1.tracking.naming import run_identity
+    from facial_r1.training.run import set_threads
 
     set_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -71,15 +73,20 @@ def evaluate(cfg: DictConfig) -> float | None:
     (run_dir / "metrics.json").write_text(
         json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    for lg in build_loggers(cfg):
-        judged = (
-            {"eval/judge_score": metrics["judge_score"]} if metrics.get("judge_score") is not None else {}
-        )
-        lg.log_metrics(headline_metrics(metrics, "eval") | judged)
-        log_to_wandb(lg, metrics, rows, prefix="eval")
-        experiment = getattr(lg, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
-            experiment.finish()
+    all_records = [r for _, records in splits for r in records]  # in the order of the rows
+    figures = {
+        n: run_dir / f"{n}.png" for n in ("confusion_matrix", "per_au_f1") if (run_dir / f"{n}.png").is_file()
+    }
+    loggers = build_loggers(cfg, run_identity(cfg, run_dir=run_dir))
+    try:
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        log_evaluation(loggers, metrics, rows, all_records, prefix="eval", step=0, figures=figures)
+        if metrics.get("judge_score") is not None:
+            for lg in loggers:
+                lg.log_metrics({"eval/judge_score": metrics["judge_score"]}, step=0)
+    finally:
+        finish_loggers(loggers)
     log.info("wrote %s", run_dir / "metrics.json")
     print(json.dumps(_headline(metrics), indent=2))
     return metrics.get("emotion_acc")

@@ -1,4 +1,4 @@
-"""Write an evaluation to a run folder and log it to Weights & Biases.
+"""Write an evaluation to a run folder (logging it to W&B / Trackio: :func:`facial_r1.tracking.media.log_evaluation`).
 
 Folder layout (``write_evaluation``): ``metrics.json``, ``predictions.jsonl`` (one row per sample),
 ``confusion_matrix.png``, ``per_au_f1.png``.
@@ -13,19 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.evaluation.plots import plot_confusion_matrix, plot_per_au_f1
-
-TABLE_COLUMNS = (
-    "id",
-    "dataset",
-    "gold_aus",
-    "pred_aus",
-    "gold_labels",
-    "pred_label",
-    "concluded_emotion",
-    "format_ok",
-    "rewards",
-    "output",
-)
 
 
 def write_evaluation(
@@ -72,56 +59,3 @@ def scalar_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str,
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real)
-
-
-def _wandb_run(logger: Any) -> Any | None:
-    """The wandb run behind a Lightning ``WandbLogger``, a wandb run itself, or None for anything else."""
-    try:
-        import wandb
-    except ImportError:  # pragma: no cover - wandb is a declared dependency
-        return None
-    run = getattr(logger, "experiment", logger) if type(logger).__name__ == "WandbLogger" else logger
-    return run if isinstance(run, wandb.Run) else None
-
-
-def log_to_wandb(
-    logger: Any,
-    metrics: Mapping[str, Any],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    prefix: str = "val",
-    images: Mapping[str, str | Path] | None = None,
-    step: int | None = None,
-    max_rows: int = 200,
-) -> bool:
-    """Log scalars, a predictions table and figures to W&B; a no-op (returns False) for any other logger.
-
-    Args:
-        logger: a Lightning ``WandbLogger`` or a ``wandb`` run; anything else (CSV logger, None, a non-zero rank's
-            dummy experiment) is ignored.
-        images: ``{name: png path}``, e.g. the figures of :func:`write_evaluation`.
-        step: the global step to log at (None: W&B's own counter).
-        max_rows: rows of the predictions table (the first ones), to keep runs small.
-    """
-    run = _wandb_run(logger)
-    if run is None:
-        return False
-    import wandb
-
-    payload: dict[str, Any] = dict(scalar_metrics(metrics, prefix))
-    table = wandb.Table(columns=list(TABLE_COLUMNS))
-    for row in rows[:max_rows]:
-        table.add_data(*[_cell(row.get(c)) for c in TABLE_COLUMNS])
-    payload[f"{prefix}/predictions"] = table
-    for name, path in (images or {}).items():
-        if Path(path).suffix == ".png" and Path(path).exists():
-            payload[f"{prefix}/{name}"] = wandb.Image(str(path))
-    run.log(payload, step=step)
-    return True
-
-
-def _cell(value: Any) -> Any:
-    """Tables want scalars or strings: lists and dicts become JSON text."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return value

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import logging
 import time
@@ -106,6 +107,10 @@ class Qwen25VLAdapter:
             model.to(device)
         self.base_model = model
         self.model: torch.nn.Module = model
+        # transformers 5.2x names the KV-cache argument `cache`; 5.19 (the vLLM environment's pin) calls it
+        # `past_key_values` and silently ignores `cache=` - every decoding step would then see only its own token.
+        forward_args = inspect.signature(type(model).forward).parameters
+        self.cache_kwarg = "cache" if "cache" in forward_args else "past_key_values"
         self.pad_id = self.tokenizer.pad_token_id
         eos = model.generation_config.eos_token_id
         self.stop_ids = sorted(
@@ -312,8 +317,8 @@ class Qwen25VLAdapter:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.base_model.config.get_text_config())
-        out = model(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], out.cache if getattr(out, "cache", None) is not None else cache
+        out = model(**inputs, **{self.cache_kwarg: cache}, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], cache  # filled in place
 
     @staticmethod
     def _select_cache(cache, index: torch.Tensor) -> None:
@@ -384,7 +389,7 @@ class Qwen25VLAdapter:
                 input_ids=tok[:, None],
                 attention_mask=attn_buffer[:, : P + t + 1],
                 position_ids=pos,
-                cache=cache,
+                **{self.cache_kwarg: cache},
                 use_cache=True,
             )
             logits = out.logits[:, -1]
@@ -500,7 +505,7 @@ class Qwen25VLAdapter:
             input_ids=completion_ids[:, :-1],
             attention_mask=attn,
             position_ids=pos[None].expand(3, N, T - 1),
-            cache=cache,
+            **{self.cache_kwarg: cache},
             use_cache=True,
         )
         return [first, out.logits]

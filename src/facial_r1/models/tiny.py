@@ -178,7 +178,10 @@ def tiny_model_path(cache_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
     try:
-        build_tiny_model(tmp, spec, corpus=lambda n, s: texts)
+        # The build seeds torch itself; forking keeps the caller's RNG stream (LoRA init, sampling) the same
+        # whether the model was built now or found in the cache.
+        with torch.random.fork_rng(devices=[]):
+            build_tiny_model(tmp, spec, corpus=lambda n, s: texts)
         (tmp / "tiny_spec.json").write_text(key)
         try:
             os.replace(tmp, folder)  # atomic: a concurrent builder either wins or finds the folder complete

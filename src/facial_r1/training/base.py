@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 
 from facial_r1.evaluation.runner import evaluate_records, headline_metrics
+from facial_r1.training.checkpoint import check_restorable, drop_frozen_weights
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,15 @@ class StageModule(L.LightningModule):
         self.prompt, self.stage, self.reward, self.au_subset = prompt, stage, reward, au_subset
         self.val_records = list(val_records or [])[: int(stage.eval.num_samples)]
         self._last_eval_step = -1
+        # Checkpoints hold trainable weights only (training/checkpoint.py); the frozen rest is already loaded.
+        self.strict_loading = False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        drop_frozen_weights(checkpoint["state_dict"], self.model, prefix="model.")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {f"model.{name}" for name, _ in self.model.named_parameters()}
+        check_restorable(sorted(expected - set(checkpoint["state_dict"])), self.model, prefix="model.")
 
     def configure_model(self) -> None:
         """Prepare the model for a parameter-sharding strategy; runs before the optimizer is built and before a

@@ -402,30 +402,23 @@ class GRPOModule(StageModule):
         return {k: s / c for k, s, c in zip(keys, sums.tolist(), counts.tolist(), strict=True) if c > 0}
 
     def log_completions(self, scored: RolloutBatch) -> None:
-        """A W&B table of this step's completions with their images and rewards (no-op for other loggers)."""
-        from lightning.pytorch.loggers import WandbLogger
+        """This step's completions beside their faces, with rewards, as a table (W&B and Trackio loggers)."""
+        from facial_r1.tracking.media import log_image_table
 
-        for lg in self.loggers:
-            if not isinstance(lg, WandbLogger):
-                continue
-            import wandb
-
-            names = list(scored.components)
-            table = wandb.Table(columns=["step", "image", "id", "completion", "reward", *names])
-            G = self.cfg.num_generations
-            for g, group in enumerate(scored.groups):
-                image = wandb.Image(group.image)
-                for j in range(G):
-                    k = g * G + j
-                    table.add_data(
-                        self.global_step,
-                        image,
-                        group.record["id"],
-                        scored.rollout.texts[k],
-                        float(scored.rewards[k]),
-                        *[scored.components[n][k] for n in names],
-                    )
-            lg.experiment.log({"train/completions": table}, step=self.global_step)
+        G = self.cfg.num_generations
+        rows = [
+            {
+                "step": self.global_step,
+                "image": group.image,
+                "id": group.record["id"],
+                "completion": scored.rollout.texts[g * G + j],
+                "reward": float(scored.rewards[g * G + j]),
+                **{name: values[g * G + j] for name, values in scored.components.items()},
+            }
+            for g, group in enumerate(scored.groups)
+            for j in range(G)
+        ]
+        log_image_table(self.loggers, "train/completions", rows, step=self.global_step)
 
     def configure_optimizers(self):
         return build_optimizer(self.model, self.stage, total_steps=int(self.trainer.max_steps))

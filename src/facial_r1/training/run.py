@@ -16,6 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from facial_r1.tracking.loggers import build_loggers, finish_loggers
+from facial_r1.tracking.naming import run_identity
+from facial_r1.training.checkpoint import StreamingCheckpointIO
 from facial_r1.training.checks import check_train_config
 from facial_r1.training.lineage import (
     EXPORT_CARD,
@@ -34,28 +37,6 @@ def run_dir_from_hydra() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def build_loggers(cfg: DictConfig, wandb_id: str | None = None) -> list:
-    """Instantiate every logger of the ``logger`` group; a resumed run continues its W&B run (same id)."""
-    from hydra.utils import instantiate
-
-    loggers = []
-    for conf in (cfg.get("logger") or {}).values():
-        if not conf or "_target_" not in conf:
-            continue
-        extra = {"id": wandb_id, "resume": "allow"} if wandb_id and "Wandb" in conf["_target_"] else {}
-        loggers.append(instantiate(conf, **extra))
-    return loggers
-
-
-def wandb_run_id(loggers: list) -> str | None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            return lg.version  # the run id (creates the offline run folder now rather than at the first log)
-    return None
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
@@ -153,23 +134,32 @@ def train(cfg: DictConfig) -> float | None:
     adapter = instantiate(cfg.model, init_from=init_from)
     module, data = _build_stage(cfg, adapter, prompt, reward, splits)
 
-    loggers = build_loggers(cfg, wandb_id=resumed_info.get("wandb_id"))
-    info["wandb_id"] = wandb_run_id(loggers)
+    identity = run_identity(cfg, resumed_info, run_dir=run_dir)  # a resumed run continues its W&B id and name
+    info.update(identity.run_info())
     _write_json(run_dir / RUN_INFO, info)
+    loggers = build_loggers(cfg, identity)
     trainer_kwargs: dict[str, Any] = {}
     if stage.name == "sft":  # automatic optimisation: Lightning accumulates and clips
         trainer_kwargs = {
             "accumulate_grad_batches": int(stage.accumulate_grad_batches),
             "gradient_clip_val": float(stage.max_grad_norm) or None,
         }
+    if str(cfg.trainer.get("strategy", "auto")) in (
+        "auto",
+        "ddp",
+        "ddp_spawn",
+    ):  # sharded ones save their own way
+        trainer_kwargs["plugins"] = [StreamingCheckpointIO()]
     trainer = instantiate(
         cfg.trainer,
         callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
         logger=loggers or False,
         **trainer_kwargs,
     )
+    lineage = {k: info[k] for k in ("init_from", "base_model", "resumed_from")}
+    lineage["export_dir"] = str(run_dir / "model")
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "lineage": lineage})
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
         adapter.consolidate()  # sharded (FSDP2) weights -> one plain model on rank 0; every rank takes part
@@ -199,7 +189,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         return optimized_metric_value(metrics, cfg.get("optimized_metric"))
     finally:
-        _finish_loggers(loggers)
+        finish_loggers(loggers)
 
 
 def _build_stage(cfg, adapter, prompt, reward, splits):
@@ -249,9 +239,11 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
 
 
 def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, loggers, trainer) -> dict[str, Any]:
-    """Greedy evaluation of the trained weights on the held-out split -> metrics.json, predictions, plots, val/*."""
-    from facial_r1.evaluation.report import log_to_wandb, write_evaluation
+    """Greedy evaluation of the trained weights on the held-out split -> metrics.json, predictions, plots, and the
+    loggers (``<split>/*``: W&B run summary, predictions table with faces)."""
+    from facial_r1.evaluation.report import write_evaluation
     from facial_r1.evaluation.runner import evaluate_records, headline_metrics
+    from facial_r1.tracking.media import log_evaluation
 
     final = cfg.stage.final_eval
     records = splits[final.split]
@@ -275,24 +267,15 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
             metrics, rows, resamples=int(cfg.bootstrap.resamples), seed=int(cfg.bootstrap.seed)
         )
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
-    write_evaluation(run_dir, metrics, rows, label_set)
-    scalars = headline_metrics(metrics, "val")
-    for lg in loggers:
-        lg.log_metrics(scalars, step=int(trainer.global_step))
-        log_to_wandb(lg, metrics, rows, prefix="val")
+    paths = write_evaluation(run_dir, metrics, rows, label_set)
+    figures = {k: p for k, p in paths.items() if p.suffix == ".png"}
+    # Held-out numbers under <split>/ (test/emotion_acc): the W&B run summary, a predictions table with the faces.
+    log_evaluation(
+        loggers, metrics, rows, records, prefix=final.split, step=int(trainer.global_step), figures=figures
+    )
+    scalars = headline_metrics(metrics, final.split)
     log.info("final %s metrics: %s", final.split, {k: round(v, 4) for k, v in scalars.items()})
     return metrics
-
-
-def _finish_loggers(loggers) -> None:
-    """Always close W&B runs, even after a crash, so an offline run folder is complete and syncable."""
-    for lg in loggers:
-        experiment = getattr(lg, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
-            try:
-                experiment.finish()
-            except Exception:  # pragma: no cover - closing must never mask the real error
-                log.exception("could not close logger %s", lg)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

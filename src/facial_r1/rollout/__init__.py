@@ -1,0 +1,1 @@
+"""Rollout engines: what samples completions for GRPO, evaluation and synthesis (see ``types.RolloutPrompt``)."""
