@@ -69,7 +69,9 @@ def compound_components(name: str) -> tuple[str, str]:
     return _ADVERBS[adverb], normalize_emotion(adjective) or adjective
 
 
-COMPOUND_BY_PAIR: dict[frozenset[str], str] = {frozenset(compound_components(c)): c for c in COMPOUND_EMOTIONS}
+COMPOUND_BY_PAIR: dict[frozenset[str], str] = {
+    frozenset(compound_components(c)): c for c in COMPOUND_EMOTIONS
+}
 
 _PUNCT_TO_SPACE = str.maketrans({c: " " for c in string.punctuation})
 _PAIR_SPLIT = re.compile(r"\s*(?:\band\b|\bwith\b|[+&/,;])\s*")

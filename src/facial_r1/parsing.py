@@ -229,7 +229,9 @@ def _va_block(text: str, blocks: _Blocks) -> tuple[tuple[float, float] | None, s
     start, content_start = opens[j]
     content_end = closes[bisect_left(closes, content_start)]
     va, error = read_va(text[content_start:content_end])
-    lenient = va is not None and blocks.lenient and blocks.answer_end is not None and start >= blocks.answer_end
+    lenient = (
+        va is not None and blocks.lenient and blocks.answer_end is not None and start >= blocks.answer_end
+    )
     strict = (
         va is not None
         and blocks.strict_prefix

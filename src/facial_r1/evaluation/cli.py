@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
 from facial_r1.evaluation.report import log_to_wandb, write_evaluation
@@ -78,5 +79,7 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE."""
-    return {k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege")}
+    """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE (the
+    affect keys only where this data defines them)."""
+    affect = {k: metrics[k] for k in AFFECT_HEADLINE_KEYS if metrics.get(k) is not None}
+    return {**{k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege")}, **affect}

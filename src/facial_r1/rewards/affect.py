@@ -82,7 +82,8 @@ class AUIntensityReward(RewardComponent):
         if not gold:
             return float(not stated and not parsed.intensity_errors)
         terms = [
-            1.0 - abs(stated[au] - level) / _MAX_LEVEL_ERROR if au in stated else 0.0 for au, level in gold.items()
+            1.0 - abs(stated[au] - level) / _MAX_LEVEL_ERROR if au in stated else 0.0
+            for au, level in gold.items()
         ]
         if self.count_extra:
             terms += [0.0] * len(set(stated) - set(gold))

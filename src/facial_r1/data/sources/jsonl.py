@@ -126,7 +126,10 @@ def _targets(obj: dict[str, Any], au_vocab: Sequence[str], row: Row) -> dict[str
     outside = [au for au in targets["AU_intensity"] or {} if au not in au_vocab]
     if outside:
         raise SampleError(
-            "unknown_au", f"AU_intensity of {outside}, outside the AU vocabulary {list(au_vocab)}", row.file, row.line
+            "unknown_au",
+            f"AU_intensity of {outside}, outside the AU vocabulary {list(au_vocab)}",
+            row.file,
+            row.line,
         )
     return targets
 

@@ -97,7 +97,9 @@ class SynthFacesConfig:
     p_glasses: float = 0.15
     p_hair: float = 0.85  # else bald
     va_noise: float = 0.05  # std of the Gaussian noise on valence and arousal (0 = the exact mapping)
-    p_compound: float = 0.0  # share of compound faces (two emotion prototypes blended, labelled with the compound)
+    p_compound: float = (
+        0.0  # share of compound faces (two emotion prototypes blended, labelled with the compound)
+    )
     compounds: tuple[str, ...] = COMPOUND_EMOTIONS  # compound classes drawn (uniformly) when p_compound > 0
     nuisance: NuisanceConfig = field(default_factory=NuisanceConfig)
 
@@ -131,8 +133,12 @@ class SynthFacesConfig:
             )
         unknown = [c for c in self.compounds if c not in COMPOUND_EMOTIONS]
         if unknown or (self.p_compound > 0 and not self.compounds):
-            raise ValueError(f"compounds must be a non-empty subset of {COMPOUND_EMOTIONS}, got unknown {unknown}")
-        missing = sorted({e for c in self.compounds for e in compound_components(c)} - set(EMOTION_PROTOTYPES))
+            raise ValueError(
+                f"compounds must be a non-empty subset of {COMPOUND_EMOTIONS}, got unknown {unknown}"
+            )
+        missing = sorted(
+            {e for c in self.compounds for e in compound_components(c)} - set(EMOTION_PROTOTYPES)
+        )
         if missing:  # pragma: no cover - every compound component has a prototype
             raise ValueError(f"compound components without a prototype: {missing}")
         if self.va_noise < 0:

@@ -57,7 +57,9 @@ class SampleSpec:
     aus: ActiveAUs
     nuisance: Nuisance
     label_mode: str  # "full", "au_only" (labels withheld) or "emotion_only" (AUs withheld)
-    compound: str | None = None  # a compound face's class (its ``emotion`` is then the compound's main emotion)
+    compound: str | None = (
+        None  # a compound face's class (its ``emotion`` is then the compound's main emotion)
+    )
     va: tuple[float, float] = (0.0, 0.0)  # the face's valence and arousal (noise included)
 
 
@@ -96,7 +98,9 @@ def sample_expression(rng: np.random.Generator, emotion: str, config: SynthFaces
     )
 
 
-def sample_compound_expression(rng: np.random.Generator, compound: str, config: SynthFacesConfig) -> ActiveAUs:
+def sample_compound_expression(
+    rng: np.random.Generator, compound: str, config: SynthFacesConfig
+) -> ActiveAUs:
     """Both components' canonical AU sets blended, at levels in ``intensity_range``, then the couplings.
 
     Where two AUs conflict (``CONFLICTS``: "disgustedly surprised" pairs disgust's chin raiser 17 with surprise's
