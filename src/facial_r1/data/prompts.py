@@ -57,9 +57,8 @@ class PromptTemplate:
     requirements: str
     question: str | None = None  # fixed question; None = the record's own ``question``
     system: str | None = None  # system message text; None = no system message
-    labels_line: str | None = (
-        "Allowed emotions: {labels}."  # {labels}, {compounds} = comma lists; None = omit
-    )
+    # {labels} = the record's label set, {compounds} = the 11 compound names (comma lists); None = omit.
+    labels_line: str | None = "Allowed emotions: {labels}."
     include_au_definitions: bool = True
     au_definitions_header: str = "Action units you may cite:"
     au_definition_line: str = (

@@ -97,9 +97,8 @@ class SynthFacesConfig:
     p_glasses: float = 0.15
     p_hair: float = 0.85  # else bald
     va_noise: float = 0.05  # std of the Gaussian noise on valence and arousal (0 = the exact mapping)
-    p_compound: float = (
-        0.0  # share of compound faces (two emotion prototypes blended, labelled with the compound)
-    )
+    # Share of compound faces (two emotion prototypes blended, labelled with the compound).
+    p_compound: float = 0.0
     compounds: tuple[str, ...] = COMPOUND_EMOTIONS  # compound classes drawn (uniformly) when p_compound > 0
     nuisance: NuisanceConfig = field(default_factory=NuisanceConfig)
 

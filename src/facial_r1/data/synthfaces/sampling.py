@@ -57,9 +57,8 @@ class SampleSpec:
     aus: ActiveAUs
     nuisance: Nuisance
     label_mode: str  # "full", "au_only" (labels withheld) or "emotion_only" (AUs withheld)
-    compound: str | None = (
-        None  # a compound face's class (its ``emotion`` is then the compound's main emotion)
-    )
+    # A compound face's class (its ``emotion`` is then the compound's main emotion).
+    compound: str | None = None
     va: tuple[float, float] = (0.0, 0.0)  # the face's valence and arousal (noise included)
 
 

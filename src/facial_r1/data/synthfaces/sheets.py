@@ -53,9 +53,8 @@ def contact_sheet(
     index = 0
     while sum(len(v) for v in chosen.values()) < min(n, quota * len(cfg.emotions)) and index < 200 * n:
         spec = sample_spec(index, split, seed, cfg)
-        if (
-            len(chosen.get(spec.emotion, ())) < quota
-        ):  # a compound face's main emotion may lie outside emotions
+        # A compound face's main emotion may lie outside cfg.emotions.
+        if len(chosen.get(spec.emotion, ())) < quota:
             chosen[spec.emotion].append(spec)
         index += 1
     specs = [s for e in cfg.emotions for s in chosen[e]][:n]
