@@ -54,7 +54,7 @@ def contact_sheet(
     while sum(len(v) for v in chosen.values()) < min(n, quota * len(cfg.emotions)) and index < 200 * n:
         spec = sample_spec(index, split, seed, cfg)
         # A compound face's main emotion may lie outside cfg.emotions.
-        if len(chosen.get(spec.emotion, ())) < quota:
+        if spec.emotion in chosen and len(chosen[spec.emotion]) < quota:
             chosen[spec.emotion].append(spec)
         index += 1
     specs = [s for e in cfg.emotions for s in chosen[e]][:n]
