@@ -510,6 +510,9 @@ def test_affect_metrics_in_compute_metrics(tmp_path) -> None:
     # compound: 2 of 3 right; recall sadly angry 1/2, happily surprised 1/1 -> UAR 0.75
     assert metrics["compound_acc"] == pytest.approx(2 / 3, abs=1e-6) and metrics["compound_uar"] == 0.75
     assert metrics["compound_invalid_rate"] == pytest.approx(1 / 3, abs=1e-6)
+    # Only the first two end in a <va> block; the plain strict format counts that block as a failure.
+    assert metrics["format_va_rate"] == pytest.approx(2 / 6, abs=1e-6)
+    assert metrics["format_rate"] == pytest.approx(4 / 6, abs=1e-6)
     assert rows[0]["gold_va"] == (0.5, 0.5) and rows[3]["pred_compound"] == "sadly angry"
     assert headline_metrics(metrics, "val")["val/valence_ccc"] == 1.0
     paths = write_evaluation(tmp_path, metrics, rows)

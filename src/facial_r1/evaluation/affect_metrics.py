@@ -13,6 +13,8 @@ metric uses only the samples carrying its annotation (``data/schema.py``); undef
 * **Valence / arousal** (samples with both): CCC (Lin's concordance correlation, population moments), RMSE and sign
   agreement (SAGR: share of samples whose predicted sign equals the gold sign), per dimension. A missing or invalid
   ``<va>`` block is scored as (0, 0), the circumplex centre, and counted in ``va_invalid_rate``.
+* **Format with V/A**: ``format_va_rate``, the share of all completions in the affect prompts' strict format
+  (``Parsed.format_strict_va``; the plain ``format_rate`` counts a trailing ``<va>`` block as a failure).
 * **Compound** (samples with ``compound``): accuracy, UAR (mean recall over the classes present) and per-class
   recall over RAF-DB's 11 classes; an answer that is no compound class is an extra, never-right class.
 """
@@ -155,7 +157,12 @@ def affect_metrics(
     idx = [i for i, s in enumerate(samples) if s.get("AU_intensity") is not None]
     golds = [dict(samples[i]["AU_intensity"]) for i in idx]
     aus = au_subset_codes if au_subset_codes is not None else sort_aus(au for g in golds for au in g)
-    out = intensity_metrics(golds, [parsed[i].au_intensities for i in idx], aus, [parsed[i].aus for i in idx])
+    out: dict[str, Any] = {
+        "format_va_rate": _num(sum(p.format_strict_va for p in parsed) / len(parsed)) if parsed else None
+    }
+    out |= intensity_metrics(
+        golds, [parsed[i].au_intensities for i in idx], aus, [parsed[i].aus for i in idx]
+    )
     va_idx = [i for i, s in enumerate(samples) if gold_va(s) is not None]
     out.update(va_metrics([gold_va(samples[i]) for i in va_idx], [parsed[i].va for i in va_idx]))
     c_idx = [i for i, s in enumerate(samples) if s.get("compound") is not None]
