@@ -36,7 +36,10 @@ def _default_groups() -> set[str]:
     return names
 
 
-DEFAULT_GROUPS = _default_groups()
+DEFAULT_GROUPS = {
+    *_default_groups(),
+    "recipe",
+}  # recipe: chosen by the model preset, overridable as recipe=...
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
@@ -152,7 +155,7 @@ def test_tiny_model_config_lists_every_spec_field():
 
     from facial_r1.models.tiny import TinySpec
 
-    tiny = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["tiny"]
+    tiny = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["model"]["tiny"]
     assert set(tiny) == {f.name for f in fields(TinySpec)}
     TinySpec(**tiny)
 

@@ -227,10 +227,14 @@ def test_shared_prefix_logits_equal_full_reforward(adapter, face_samples):
     rollout = adapter.generate(batch, SAMPLED)
     ids, index = rollout.completion_ids, rollout.prompt_index
     with torch.no_grad():
-        shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids, index)
-        full = adapter._completion_logits_full(adapter.model, batch.inputs, ids, index)
-        first_shared = adapter._completion_logits_shared(adapter.model, batch.inputs, ids[:, :1], index)
-        first_full = adapter._completion_logits_full(adapter.model, batch.inputs, ids[:, :1], index)
+
+        def logits(path, completion):  # the paths return consecutive segments along the completion
+            return torch.cat(path(adapter.model, batch.inputs, completion, index), dim=1)
+
+        shared = logits(adapter._completion_logits_shared, ids)
+        full = logits(adapter._completion_logits_full, ids)
+        first_shared = logits(adapter._completion_logits_shared, ids[:, :1])
+        first_full = logits(adapter._completion_logits_full, ids[:, :1])
     assert shared.shape == full.shape == (*ids.shape, full.shape[-1])
     mask = rollout.completion_mask.bool()
     assert (shared - full)[mask].abs().max().item() < 1e-4
@@ -516,3 +520,139 @@ def test_preallocated_kv_cache_changes_no_rollout(adapter, face_samples, monkeyp
     old = adapter.generate(batch, SAMPLED)
     assert torch.equal(new.completion_ids, old.completion_ids) and new.texts == old.texts
     assert torch.equal(new.logprobs, old.logprobs)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["shared_prefix", "full_reforward"])
+def test_logits_exist_only_at_completion_positions_in_micro_batches(
+    make_adapter, face_samples, checkpointing
+):
+    """A long prompt (~1.5k tokens) and 8-token completions: the lm_head never sees a prompt position beyond the
+    last, nor more rows than the micro-batch - in the log-prob passes (both paths) and in the SFT loss."""
+    adapter = make_adapter(activation_checkpointing=checkpointing, system_prompt="Describe the face. " * 300)
+    sizes = []
+    hook = adapter.base_model.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, out: sizes.append(tuple(out.shape[:2]))
+    )
+    try:
+        images = [img for img, _ in face_samples[:2]]
+        batch = adapter.encode_prompts(images, ["What emotion?"] * 2)
+        prompt_len = batch.inputs["input_ids"].shape[1]
+        assert prompt_len > 1000
+        ids = torch.randint(0, 200, (6, 8))
+        index = torch.tensor([0, 0, 0, 1, 1, 1])
+        with torch.no_grad():
+            whole, _ = adapter.completion_logprobs(batch, ids, index)
+            sizes.clear()
+            chunked, _ = adapter.completion_logprobs(batch, ids, index, micro_batch_size=2)
+        torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+        assert max(r for r, _ in sizes) <= 2  # rows per lm_head call: the micro-batch
+        assert (
+            max(t for _, t in sizes) <= ids.shape[1]
+        )  # positions per row: the completion's, never the prompt's
+        sizes.clear()
+        sft = adapter.encode_sft(
+            images, ["What emotion?"] * 2, ["<think>AU12</think><answer>happy</answer>"] * 2
+        )
+        adapter.sft_loss(sft)
+        target_len = int((sft.labels != -100).sum(dim=1).max())
+        assert sizes == [
+            (2, target_len + 1)
+        ]  # the targets (+ the position predicting the first), not 1k+ prompt
+    finally:
+        hook.remove()
+
+
+def test_sft_loss_equals_the_full_sequence_cross_entropy(make_adapter, face_samples):
+    adapter = make_adapter()
+    images = [img for img, _ in face_samples[:3]]
+    sft = adapter.encode_sft(
+        images, ["What emotion?", "Which AUs?", "Emotion"], ["<answer>a</answer>", "b", "AU12 AU6 ok"]
+    )
+    loss, n = adapter.sft_loss(sft)
+    with torch.no_grad():
+        logits = adapter.model(**sft.inputs, use_cache=False).logits[:, :-1]
+    labels = sft.labels[:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    assert n == int((labels != -100).sum())
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+PLAIN_LOAD = """
+import json, sys
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+folder = sys.argv[1]
+model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+image_processor = AutoImageProcessor.from_pretrained(folder)
+tokenizer = AutoTokenizer.from_pretrained(folder)
+try:
+    processor = type(AutoProcessor.from_pretrained(folder)).__name__
+except ImportError as err:  # no torchvision: transformers names it instead of returning a bare tokenizer
+    processor = "ImportError: " + str(err).split(chr(10))[1]
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Emotion?"}]}]
+text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+grid = image_processor(images=[Image.new("RGB", (112, 112), (120, 90, 60))], return_tensors="pt")
+n = int(grid["image_grid_thw"].prod()) // image_processor.merge_size**2
+text = text.replace("<|image_pad|>", "<|image_pad|>" * n)
+ids = tokenizer([text], return_tensors="pt")
+# what Qwen2_5_VLProcessor adds: which tokens are image tokens (M-RoPE positions depend on it)
+ids["mm_token_type_ids"] = (ids["input_ids"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).long()
+with torch.no_grad():
+    out = model(**ids, pixel_values=grid["pixel_values"], image_grid_thw=grid["image_grid_thw"])
+print(json.dumps({"model": type(model).__name__, "processor": processor, "image_processor": type(image_processor).__name__,
+                  "text": text, "last_logits": out.logits[0, -1, :8].tolist(),
+                  "torchvision": "torchvision" in sys.modules}))
+"""
+
+
+def test_export_loads_with_plain_auto_classes_in_a_fresh_process(make_adapter, tmp_path):
+    """No project import in the loading process: the export is a standard Qwen2.5-VL folder."""
+    import json
+    import subprocess
+    from importlib.util import find_spec
+
+    from PIL import Image
+
+    adapter = make_adapter()
+    folder = adapter.export(tmp_path / "export")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        assert json.loads((folder / name).read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    assert json.loads((folder / "preprocessor_config.json").read_text())["image_processor_type"]
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["model"] == "Qwen2_5_VLForConditionalGeneration"
+    if find_spec("torchvision") is None:
+        assert "Torchvision" in out["processor"]  # a clear error, not a silently returned tokenizer
+    else:
+        assert out["processor"] == "Qwen2_5_VLProcessor"
+    # the same prompt text and the same logits as the project's own encoding of that image
+    batch = adapter.encode_prompts([Image.new("RGB", (112, 112), (120, 90, 60))], ["Emotion?"])
+    assert out["text"] == adapter.tokenizer.decode(batch.inputs["input_ids"][0])
+    with torch.no_grad():
+        logits = adapter.model(**batch.inputs).logits[0, -1, :8]
+    torch.testing.assert_close(torch.tensor(out["last_logits"]), logits, rtol=1e-4, atol=1e-4)
+
+
+def test_chat_template_json_is_honoured(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from facial_r1.models.processor import load_processor
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(tiny_model_dir, folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").unlink()
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": "LEGACY " + template}))
+    assert load_processor(folder).chat_template.startswith("LEGACY ")

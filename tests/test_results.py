@@ -256,4 +256,42 @@ def test_read_predictions_and_attach_images(tmp_path):
 def test_result_columns_are_the_headline_metrics() -> None:
     from facial_r1.evaluation.metrics import HEADLINE_KEYS
 
-    assert (*(k for k in HEADLINE_KEYS if k != "rouge_l"), "wall_time_s") == results.METRICS
+    assert (*(k for k in HEADLINE_KEYS if k != "rouge_l"), "judge_score", "wall_time_s") == results.METRICS
+
+
+def _judge(
+    model: str = "gpt-4o", rubric: str = "reasoning_v1", base_url: str = "https://api.openai.com/v1"
+) -> dict:
+    return {"model": model, "rubric": rubric, "base_url": base_url, "rubric_sha256": "x", "temperature": 0.0}
+
+
+def test_judge_scores_of_one_judge_share_a_column(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    make_run(root, "a", task="evaluate", model_path="/m1", judge_score=6.0, judge=_judge())
+    make_run(root, "b", task="evaluate", model_path="/m2", judge_score=5.0, judge=_judge())
+    make_run(root, "c", task="evaluate", model_path="/m3")  # not judged: fine beside judged rows
+    rows = results.collect([root])
+    assert [r["judge_score"] for r in rows] == [6.0, 5.0, None]
+    assert (
+        rows[0]["judge"] == "gpt-4o | reasoning_v1 | https://api.openai.com/v1" and rows[2]["judge"] is None
+    )
+    text = results.to_markdown(rows)
+    assert "judge score" in text and "`gpt-4o | reasoning_v1 | https://api.openai.com/v1`" in text
+    assert "judge score" not in results.to_markdown(rows[2:])  # no judged run: no empty column
+
+
+@pytest.mark.parametrize(
+    "other",
+    [_judge(model="gpt-4o-2024-05-13"), _judge(rubric="reasoning_v2"), _judge(base_url="http://x/v1")],
+)
+def test_results_refuse_to_mix_judges(tmp_path: Path, other: dict, capsys) -> None:
+    root = tmp_path / "runs"
+    make_run(root, "a", task="evaluate", model_path="/m1", judge_score=6.0, judge=_judge())
+    make_run(root, "b", task="evaluate", model_path="/m2", judge_score=5.0, judge=other)
+    with pytest.raises(results.MixedJudgesError, match="2 different judges"):
+        results.collect([root])
+    rows = [results.load_run(root / "a"), results.load_run(root / "b")]
+    with pytest.raises(results.MixedJudgesError):
+        results.write_results(rows, tmp_path / "out")
+    assert results.main([str(root)]) == 2
+    assert "different judges" in capsys.readouterr().err and not (root / "results.md").exists()

@@ -14,7 +14,10 @@ from PIL import Image
 from facial_r1.data.prompts import load_prompts
 from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources import FacialR1JsonlSource
+from facial_r1.evaluation.metrics import compute_metrics
+from facial_r1.facs import EMOTIONS
 from facial_r1.models.adapter import SamplingParams
+from facial_r1.rewards import ConsistencyReward
 from facial_r1.synthesis.checks import CheckConfig, set_f1, triple_check
 from facial_r1.synthesis.engine import GenerationStats, make_checker, synthesize_batch
 from facial_r1.synthesis.review import apply_review, read_review, write_review_html
@@ -42,13 +45,21 @@ def right_answer(record: dict) -> str:
     return f"<think>Cues {cues} point to {label}.</think><answer>{label}</answer>"
 
 
+def contradicting_answer(record: dict) -> str:
+    """Passes the AU, emotion and format checks for ``record`` but concludes another emotion in its reasoning."""
+    label = record["labels"][0] if record.get("labels") else "neutral"
+    other = "disgust" if label != "disgust" else "anger"
+    return right_answer(record).replace(f"point to {label}.</think>", f"point to {other}.</think>")
+
+
 WRONG = "<think>I see AU99 here.</think><answer>maybe</answer>"
 
 
 class FakeAdapter:
     """Stands in for a model: wrong on the first attempt, right once the prompt carries a reflection block.
 
-    ``behaviour``: ``wrong_then_right`` | ``never`` | ``always`` | ``kth`` (only the last of K samples is right).
+    ``behaviour``: ``wrong_then_right`` | ``never`` | ``always`` | ``kth`` (only the last of K samples is right) |
+    ``contradict_then_right`` (right AUs and answer, but the reasoning concludes another emotion, until reflection).
     ``easy`` ids are answered right at once. Built by Hydra in the run tests (``model._target_``).
     """
 
@@ -83,6 +94,8 @@ class FakeAdapter:
             return WRONG
         if self.behaviour == "kth":
             return right if k == num_samples - 1 else WRONG
+        if self.behaviour == "contradict_then_right" and PROMPT.reflection_header not in text:
+            return contradicting_answer(record)
         return right if PROMPT.reflection_header in text else WRONG
 
 
@@ -142,7 +155,8 @@ def test_check_problems_are_sentences_naming_what_to_fix():
     result = triple_check("Hi <think>Brows (AU4) (AU12).</think><answer>anger</answer>", rec())
     text = " ".join(result.problems)
     assert "AU1, AU15" in text and "AU12" in text and "'sadness'" in text and "format" in text.lower()
-    assert result.failed == ["au", "emotion", "format"]
+    assert "The reasoning names no emotion" in text and "End the reasoning on sadness." in text
+    assert result.failed == result.rejected_by == ["au", "emotion", "format", "consistency"]
     assert triple_check("nothing", rec()).problems[1].startswith("There is no <answer> block")
 
 
@@ -165,6 +179,130 @@ def test_check_config_rejects_bad_settings(kw):
         CheckConfig(**kw)
 
 
+# ---- consistency: what the reasoning concludes vs the answer ---------------------------------------------------------
+EIGHT = list(EMOTIONS)  # SynthFACS' label set (contempt included; the default BASIC7 lacks it)
+# The issue's sample: right AUs, right answer, but the reasoning concludes another emotion.
+CONTRADICTS = (
+    "<think>In this face the lip corner tightens on one side (AU14). This combination points to disgust.</think>"
+    "<answer>contempt</answer>"
+)
+CONTEMPT = {"aus": ["AU14"], "labels": ["contempt"], "label_set": EIGHT}
+BEFORE = {"enforce": ["au", "emotion", "format"]}  # the default before the consistency check existed
+PUBLISHED = {
+    "enforce": ["au", "emotion"],
+    "au_scope": "completion",
+    "drop_negated": False,
+    "negation_words": [],
+}
+
+
+def think(reasoning: str, answer: str = "contempt") -> str:
+    return f"<think>The lip corner tightens on one side (AU14). {reasoning}</think><answer>{answer}</answer>"
+
+
+CONSISTENCY_CASES = [
+    # text, expected (concluded emotion, consistency flag); the rule is the last non-negated emotion word in <think>
+    (CONTRADICTS, ("disgust", False)),
+    (think("This combination points to contempt."), ("contempt", True)),
+    (
+        think("It could be disgust or contempt; the one-sided tightening points to contempt."),
+        ("contempt", True),
+    ),
+    (
+        think("This points to contempt, though disgust is possible."),
+        ("disgust", False),
+    ),  # two named: the last counts
+    (think("The face expresses contempt, not disgust."), ("contempt", True)),  # a negated one never concludes
+    (think("This is not disgust."), (None, False)),  # only a negated one: names none
+    (
+        think("Nothing else moves."),
+        (None, False),
+    ),  # names none: fails, as the reward and the metric score it 0
+    (think("The face looks contemptuous."), ("contempt", True)),  # synonyms count
+    (think("This points to contempt.", answer="maybe"), ("contempt", False)),  # no valid answer
+    (think("This combination points to disgust.", answer="disgust"), ("disgust", True)),  # consistent, wrong
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CONSISTENCY_CASES)
+def test_consistency_check_reads_the_conclusion_like_the_reward_and_metric(text, expected):
+    record = rec(**CONTEMPT)
+    result = triple_check(text, record, CheckConfig(negation_words=[]))
+    assert (result.concluded_emotion, result.consistency) == expected
+    # One parser, one rule: the check agrees with the consistency reward and the evaluation's consistency_rate.
+    assert ConsistencyReward().score(text, record) == float(result.consistency)
+    assert compute_metrics([record], [text])[0]["consistency_rate"] == float(result.consistency)
+    # drop_negated=false (the published AU reading) does not make "not disgust" a conclusion.
+    assert triple_check(text, record, CheckConfig(negation_words=[], drop_negated=False)).consistency == (
+        result.consistency
+    )
+
+
+def test_the_issue_sample_is_rejected_and_the_problem_names_both_emotions():
+    record = rec(**CONTEMPT)
+    result = triple_check(CONTRADICTS, record)
+    assert (result.au, result.emotion, result.format, result.consistency, result.passed) == (
+        True, True, True, False, False,
+    )  # fmt: skip
+    assert result.rejected_by == ["consistency"]
+    assert result.problems == [
+        "The reasoning concludes disgust but the answer is contempt: they must name the same emotion. "
+        "End the reasoning on contempt."
+    ]
+    info = result.to_dict()
+    assert info["concluded_emotion"] == "disgust" and info["consistency"] is False
+    assert info["enforced"] == ["au", "emotion", "format", "consistency"]
+    # Before this check existed it was accepted: the flag is still computed, but does not gate.
+    before = triple_check(CONTRADICTS, record, CheckConfig(**BEFORE))
+    assert (
+        before.passed and before.consistency is False and before.problems == [] and before.rejected_by == []
+    )
+    assert before.failed == ["consistency"]
+
+
+@pytest.mark.parametrize(
+    ("text", "record_kw", "sentence"),
+    [
+        (think("Nothing else moves."), CONTEMPT,
+         "The reasoning names no emotion, so it does not support the answer contempt. End the reasoning on contempt."),
+        # Wrong answer and a reasoning that concludes the gold label: the answer is what must change.
+        (think("This points to contempt.", answer="disgust"), CONTEMPT,
+         "The reasoning concludes contempt but the answer is disgust: they must name the same emotion. "
+         "Answer contempt."),
+        # No gold label (AU-only sample): the answer is the side the reasoning must meet.
+        (think("This points to sadness.", answer="happiness"), {**CONTEMPT, "labels": []},
+         "The reasoning concludes sadness but the answer is happiness: they must name the same emotion. "
+         "End the reasoning on happiness."),
+        (think("This points to contempt.", answer="maybe"), {**CONTEMPT, "labels": []},
+         "The answer is not one emotion label, so it cannot match the reasoning's conclusion (contempt)."),
+        (think("Nothing else moves.", answer=""), {**CONTEMPT, "labels": []},
+         "Neither the reasoning nor the answer names an emotion: conclude the reasoning with the emotion you answer."),
+    ],
+)  # fmt: skip
+def test_consistency_problems_name_the_fix(text, record_kw, sentence):
+    result = triple_check(text, rec(**record_kw), CheckConfig(negation_words=[]))
+    assert not result.passed and result.consistency is False and sentence in result.problems
+
+
+def test_consistency_is_not_repeated_when_the_emotion_check_already_asks_for_an_answer():
+    result = triple_check(think("This points to contempt.", answer="maybe"), rec(**CONTEMPT), CheckConfig())
+    assert result.rejected_by == ["emotion", "format", "consistency"]
+    assert [p for p in result.problems if "emotion label" in p or "reasoning concludes" in p] == []
+    assert "The answer is 'maybe' but must be exactly 'contempt'." in result.problems
+
+
+@pytest.mark.parametrize(
+    "text", [text for text, *_ in CASES] + [text for text, _ in CONSISTENCY_CASES] + [WRONG]
+)
+def test_published_mode_is_unchanged_by_the_consistency_check(text):
+    """``enforce=[au, emotion]`` gates on exactly the AU and emotion flags, and no consistency sentence appears."""
+    for record in (rec(), rec(**CONTEMPT), rec(aus=None), rec(labels=[])):
+        result = triple_check(text, record, CheckConfig(**PUBLISHED))
+        assert result.passed == (result.au is not False and result.emotion is not False)
+        assert result.rejected_by == [name for name in ("au", "emotion") if getattr(result, name) is False]
+        assert not [p for p in result.problems if "reasoning concludes" in p or "names no emotion" in p]
+
+
 # ---- reflection loop ----------------------------------------------------------------------------------------------
 def batch(n=4):
     """n records whose prompts differ (the fake model recognises a sample by its prompt)."""
@@ -180,6 +318,25 @@ def test_reflection_fixes_failures_on_the_second_attempt():
     assert [len(c) for c in adapter.calls] == [4, 4] and stats.calls == 2 and stats.tokens == 80
     retry = adapter.calls[1][0]  # the reflection prompt quotes the failed response and its problems
     assert retry.startswith(PROMPT.synthesis_text(records[0])) and WRONG in retry and "AU99" in retry
+
+
+def test_a_contradiction_is_reflected_on_and_fixed():
+    records = batch(3)
+    adapter = FakeAdapter("contradict_then_right")
+    out = synthesize_batch(
+        adapter, records, images(3), PROMPT, make_checker(CheckConfig()), SamplingParams.greedy(8)
+    )
+    assert [o.attempts for o in out] == [2, 2, 2] and all(o.accepted and o.check.consistency for o in out)
+    retry = adapter.calls[1][0]  # records[0] is sadness: the prompt names the contradiction and the fix
+    assert contradicting_answer(records[0]) in retry
+    assert (
+        "- The reasoning concludes disgust but the answer is sadness: they must name the same emotion."
+        in retry
+    )
+    # The same model under the checks of before: its contradictions are accepted on the first attempt.
+    before = synthesize_batch(FakeAdapter("contradict_then_right"), records, images(3), PROMPT,
+                              make_checker(CheckConfig(**BEFORE)), SamplingParams.greedy(8))  # fmt: skip
+    assert [o.attempts for o in before] == [1, 1, 1] and not any(o.check.consistency for o in before)
 
 
 @pytest.mark.parametrize("max_retries", [0, 2, 5])
@@ -239,6 +396,48 @@ def test_review_page_shows_every_sample(tmp_path):
     assert "AU99" in page and "download review.jsonl" in page
     linked = write_review_html(run, tmp_path / "linked.html", images="link", max_rows=2).read_text()
     assert linked.count('<article class="card') == 2 and 'src="img' in linked and "2 of 4" in linked
+
+
+def test_manifest_counts_and_review_page_show_the_consistency_check(tmp_path):
+    provenance = {"round": 1, "source_model": "m", "prompt_version": PROMPT.version, "split": "train"}
+    consistent = think("This combination points to contempt.")
+    cases = [  # id, response, checks in force
+        ("before", CONTRADICTS, CheckConfig(**BEFORE)),  # accepted although it contradicts itself
+        ("good", consistent, CheckConfig()),
+        ("contradicts", CONTRADICTS, CheckConfig()),  # rejected by consistency alone
+        ("wrong", WRONG, CheckConfig()),  # rejected by every check
+    ]
+    run = tmp_path / "run"
+    with RunStore(run) as store:
+        for id_, text, config in cases:
+            outcome = SimpleNamespace(record=rec(id_, image=str(tmp_path / "none.png"), **CONTEMPT), output=text,
+                                      attempts=1, check=triple_check(text, rec(**CONTEMPT), config))  # fmt: skip
+            row = (
+                accepted_row(outcome, provenance)
+                if outcome.check.passed
+                else rejected_row(outcome, provenance)
+            )
+            store.append(*(([row], []) if outcome.check.passed else ([], [row])))
+        counts = store.tally.to_dict()
+        store.write_manifest({"round": 1, "counts": counts, "acceptance_rate": counts["acceptance_rate"]})
+    assert (counts["accepted"], counts["rejected"]) == (2, 2)
+    assert counts["rejected_by_check"] == {"au": 1, "emotion": 1, "format": 1, "consistency": 2}
+    assert counts["rejected_only_by"] == {"au": 0, "emotion": 0, "format": 0, "consistency": 1}
+    assert counts["accepted_failed_checks"] == {"au": 0, "emotion": 0, "format": 0, "consistency": 1}
+    assert counts["accepted_consistency_rate"] == 0.5
+    assert counts["rejected_failed_checks"] == {"au": 1, "consistency": 2, "emotion": 1, "format": 1}
+
+    page = write_review_html(run).read_text()
+    cards = {card.split('"', 1)[0]: card for card in page.split('data-id="')[1:]}
+    assert (
+        "reasoning concludes disgust" in cards["contradicts"]
+        and "consistency &#10007;" in cards["contradicts"]
+    )
+    assert "The reasoning concludes disgust but the answer is contempt" in cards["contradicts"]
+    assert "consistency &#10007; <i" in cards["before"] and "(not enforced)" in cards["before"]
+    assert "consistency &#10003;" in cards["good"] and "(not enforced)" not in cards["good"]
+    assert "reasoning concludes no emotion" in cards["wrong"]
+    assert "rejected by (a sample may fail several): au 1, emotion 1, format 1, consistency 2" in page
 
 
 def test_review_apply_overrides_automatic_decisions(tmp_path):

@@ -65,6 +65,9 @@ def test_store_rebuilds_finished_ids_and_counts_and_locks(tmp_path):
         tally = store.tally.to_dict()
         assert tally["accepted_per_attempt"] == {"2": 1}
         assert tally["rejected_failed_checks"] == {"au": 1, "format": 1}
+        # Rows of older runs carry no "rejected_by": every check they failed counts as a reason.
+        assert tally["rejected_by_check"] == {"au": 1, "emotion": 0, "format": 1, "consistency": 0}
+        assert tally["accepted_consistency_rate"] is None  # no accepted row carries the flag
         assert tally["per_class"] == {"sadness": {"accepted": 1}, "(no label)": {"rejected": 1}}
         store.append([rec("c")], [])
     assert [r["id"] for r in read_jsonl(tmp_path / "accepted.jsonl")] == ["a", "c"]
@@ -116,6 +119,9 @@ def test_run_records_rejects_with_reasons(tmp_path, monkeypatch):
     info = rows[0]["meta_info"]["synthesis"]
     assert info["attempt"] == 2 and info["output"] == WRONG and info["problems"] and info["round"] == 4
     assert rows[0]["description"] is None
+    counts = json.loads((run / "manifest.json").read_text())["counts"]
+    assert counts["rejected_by_check"] == {"au": 3, "emotion": 3, "format": 3, "consistency": 3}
+    assert counts["rejected_only_by"] == {"au": 0, "emotion": 0, "format": 0, "consistency": 0}
     # Resuming without naming the round keeps the run's round (4), so the settings still match.
     assert run_synthesis(compose_synthesis(tmp_path, "max_retries=1", "limit=4"), run) == 0.0
     assert len(read_jsonl(run / "rejected.jsonl")) == 4
@@ -141,7 +147,11 @@ def test_configs_compose_for_synthesis_and_next_rounds(tmp_path):
         assert (
             isinstance(source, SynthRoundsSource) and type(source.eval_source).__name__ == "SynthFacesSource"
         )
-        assert instantiate(cfg.checks).enforce == ["au", "emotion", "format"]
+        assert instantiate(cfg.checks).enforce == ["au", "emotion", "format", "consistency"]
+        # Older overrides still compose: the published gating and the project's pre-consistency default.
+        for enforce in ("[au,emotion]", "[au,emotion,format]"):
+            old = compose("synthesize", overrides=[f"checks.enforce={enforce}"])
+            assert instantiate(old.checks).enforce == enforce.strip("[]").split(",")
         train = compose("train", overrides=["dataset=synth", f"dataset.runs=[{tmp_path}]"])
         assert train.dataset._target_.endswith("SynthRoundsSource")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -212,28 +214,58 @@ def test_full_prompt_example_passes_the_check():
     assert check_description(example, record()) == [] and not NEGATION.search(example)
 
 
-# ---- OpenAI-compatible teacher against a local server -------------------------------------------------------------
+# ---- OpenAI-compatible teacher (openai SDK) against a scripted local server ---------------------------------------
+# Error paths (429, 5xx, 401 echoing the key) cannot be provoked from a real server on demand, so this layer scripts
+# them; tests/test_judge.py runs the same client against a real OpenAI-compatible server.
 class FakeAPI:
-    """A chat-completions server on 127.0.0.1 that replays scripted (status, content) replies."""
+    """A chat-completions server on 127.0.0.1 that replays scripted (status, content) replies, or answers with
+    ``reply_fn(body)``; it counts the requests in flight at once (``peak``)."""
 
-    def __init__(self):
+    def __init__(self, delay: float = 0.0):
         self.requests: list[dict] = []
         self.script: list[tuple[int, str]] = []
         self.default = (200, "")
+        self.reply_fn = None
+        self.delay, self.in_flight, self.peak = delay, 0, 0
+        lock = threading.Lock()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                api.requests.append(
-                    {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
-                )
-                status, content = api.script.pop(0) if api.script else api.default
-                reply = {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                data = json.dumps(reply if status == 200 else {"error": content}).encode()
+                with lock:
+                    api.requests.append(
+                        {"path": self.path, "auth": self.headers.get("Authorization"), "body": body}
+                    )
+                    api.in_flight += 1
+                    api.peak = max(api.peak, api.in_flight)
+                    status, content = api.script.pop(0) if api.script else api.default
+                time.sleep(api.delay)
+                if api.reply_fn is not None:
+                    status, content = 200, api.reply_fn(body)
+                reply = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                }
+                data = json.dumps(reply if status == 200 else {"error": {"message": content}}).encode()
+                with lock:
+                    api.in_flight -= 1
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if status != 200:
+                    self.send_header("retry-after-ms", "10")  # the SDK honours it: fast retries in tests
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -241,6 +273,7 @@ class FakeAPI:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -263,22 +296,24 @@ def face(tmp_path) -> dict:
 
 
 @pytest.fixture
-def delays(monkeypatch) -> list[float]:
-    waited: list[float] = []
-    monkeypatch.setattr("facial_r1.data.teachers.openai.time.sleep", waited.append)
+def key(monkeypatch) -> str:
     monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
-    return waited
+    return SECRET
 
 
 GOOD = "<think>The inner brows rise (AU1), the brows knit (AU4) and the corners drop (AU15). Sadness.</think><answer>sadness</answer>"
 
 
 def make_teacher(api, tmp_path, **kw) -> OpenAITeacher:
-    kw = {"prompt": load_prompts()["full_v1"], "cache_dir": tmp_path / "cache", "backoff": 0.5} | kw
-    return OpenAITeacher(api.url + "/v1", "test-model", api_key_env="TEST_TEACHER_KEY", **kw)
+    kw = {
+        "prompt": load_prompts()["full_v1"],
+        "cache_dir": tmp_path / "cache",
+        "api_key_env": "TEST_TEACHER_KEY",
+    } | kw
+    return OpenAITeacher(api.url + "/v1", "test-model", **kw)
 
 
-def test_success_sends_image_and_ground_truth_prompt(api, face, tmp_path, delays):
+def test_success_sends_image_and_ground_truth_prompt(api, face, tmp_path, key):
     api.default = (200, "\n" + GOOD)
     teacher = make_teacher(api, tmp_path)
     assert teacher.describe(face) == GOOD
@@ -290,25 +325,39 @@ def test_success_sends_image_and_ground_truth_prompt(api, face, tmp_path, delays
     assert text["text"] == teacher.prompt.synthesis_text(face) and "AU1, AU4, AU15" in text["text"]
 
 
-def test_retries_429_and_5xx_with_exponential_backoff(api, face, tmp_path, delays):
+def test_retries_429_and_5xx(api, face, tmp_path, key):
     api.script = [(429, "slow down"), (503, "busy")]
     api.default = (200, GOOD)
     assert make_teacher(api, tmp_path).describe(face) == GOOD
-    assert len(api.requests) == 3 and delays == [0.5, 1.0]
-
-
-def test_gives_up_after_max_retries_and_never_retries_client_errors(api, face, tmp_path, delays):
-    api.default = (500, "boom")
-    with pytest.raises(TeacherError, match="HTTP 500"):
-        make_teacher(api, tmp_path, max_retries=2).describe(face)
     assert len(api.requests) == 3
+
+
+def test_gives_up_after_max_retries_and_never_retries_client_errors(api, face, tmp_path, key):
+    api.default = (500, "boom")
+    with pytest.raises(TeacherError, match="HTTP 500") as err:
+        make_teacher(api, tmp_path, max_retries=2).describe(face)
+    assert len(api.requests) == 3 and err.value.status_code == 500
     api.default = (400, "bad request")
     with pytest.raises(TeacherError, match="HTTP 400"):
         make_teacher(api, tmp_path).describe(face)
     assert len(api.requests) == 4
 
 
-def test_cache_makes_reruns_free(api, face, tmp_path, delays):
+def test_connection_error_and_timeout_are_typed(face, tmp_path, key):
+    teacher = OpenAITeacher("http://127.0.0.1:9", "m", "TEST_TEACHER_KEY", max_retries=0, cache_dir=None)
+    with pytest.raises(TeacherError, match="127.0.0.1:9") as err:
+        teacher.describe(face)
+    assert err.value.status_code is None
+    slow = FakeAPI(delay=1.0)
+    try:
+        with pytest.raises(TeacherError, match="timed out after 0.2 s"):
+            make_teacher(slow, tmp_path, timeout=0.2, max_retries=0).describe(face)
+    finally:
+        slow.server.shutdown()
+        slow.server.server_close()
+
+
+def test_cache_makes_reruns_free(api, face, tmp_path, key):
     api.default = (200, GOOD)
     assert make_teacher(api, tmp_path).describe(face) == GOOD
     text, info = make_teacher(api, tmp_path).describe_with_info(face)
@@ -320,8 +369,59 @@ def test_cache_makes_reruns_free(api, face, tmp_path, delays):
     assert len(api.requests) == 2  # the model is part of the cache key
 
 
+def test_cache_entries_of_the_old_client_still_answer(api, face, tmp_path, key):
+    """Caches written before the switch to the SDK keep their key: sha256 of (model, temperature, max_tokens,
+    system text, prompt text, image hash)."""
+    teacher = make_teacher(api, tmp_path)
+    image_hash = hashlib.sha256(Path(face["image"]).read_bytes()).hexdigest()
+    material = [
+        "test-model", 0.0, 512, teacher.prompt.system_text, teacher.prompt.synthesis_text(face), image_hash
+    ]  # fmt: skip
+    entry = tmp_path / "cache" / f"{hashlib.sha256(json.dumps(material).encode()).hexdigest()}.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text(json.dumps({"model": "test-model", "prompt": "...", "content": GOOD}))
+    assert teacher.describe(face) == GOOD and api.requests == []
+
+
+def test_describe_many_is_concurrent_bounded_ordered_and_cached(tmp_path, key):
+    """8 records with a 0.3 s server: at most max_concurrency=3 in flight, at least 2 at once, results in input
+    order, a rerun answered from the cache."""
+    slow = FakeAPI(delay=0.3)
+    slow.reply_fn = lambda body: "reply to " + body["messages"][-1]["content"][1]["text"].split("|")[-1]
+    prompt = load_prompts()["full_v1"]
+    recs = []
+    for i in range(8):
+        path = tmp_path / f"face{i}.png"
+        Image.new("RGB", (8, 8), (10 * i, 150, 120)).save(path)
+        recs.append(record(id=f"s{i}", image=str(path)))
+    try:
+        teacher = make_teacher(slow, tmp_path, validate=False, max_concurrency=3)
+        teacher.prompt = _TaggedPrompt(prompt)
+        assert teacher.describe_many(recs, progress=False) == [f"reply to s{i}" for i in range(8)]
+        assert 2 <= slow.peak <= 3 and len(slow.requests) == 8
+        assert teacher.describe_many(recs, progress=False)[3] == "reply to s3" and len(slow.requests) == 8
+    finally:
+        slow.server.shutdown()
+        slow.server.server_close()
+
+
+class _TaggedPrompt:
+    """A prompt whose synthesis text ends with ``|<record id>``, so the server can answer per record."""
+
+    def __init__(self, prompt):
+        self.prompt, self.system_text, self.version = prompt, prompt.system_text, prompt.version
+
+    def synthesis_text(self, record):
+        return self.prompt.synthesis_text(record) + "|" + record["id"]
+
+
+def test_backoff_key_names_its_replacement():
+    with pytest.raises(ValueError, match="teacher.max_retries"):
+        OpenAITeacher("http://127.0.0.1:9", "m", backoff=1.0)
+
+
 @pytest.mark.parametrize("on_invalid", ["skip", "raise", "keep"])
-def test_invalid_output_handling(api, face, tmp_path, delays, on_invalid):
+def test_invalid_output_handling(api, face, tmp_path, key, on_invalid):
     bad = "<think>The brows knit (AU4).</think><answer>anger</answer>"
     api.default = (200, bad)
     teacher = make_teacher(api, tmp_path, on_invalid=on_invalid)
@@ -334,7 +434,7 @@ def test_invalid_output_handling(api, face, tmp_path, delays, on_invalid):
     assert make_teacher(api, tmp_path, validate=False).describe(face) == bad
 
 
-def test_reflection_retry_sends_previous_response_and_problems(api, face, tmp_path, delays):
+def test_reflection_retry_sends_previous_response_and_problems(api, face, tmp_path, key):
     bad = "<think>The brows knit (AU4).</think><answer>anger</answer>"
     api.script = [(200, bad)]
     api.default = (200, GOOD)
@@ -344,7 +444,7 @@ def test_reflection_retry_sends_previous_response_and_problems(api, face, tmp_pa
     assert bad in second and "does not cite these action units: AU1, AU15" in second
 
 
-def test_api_key_never_leaks(api, face, tmp_path, delays, caplog, monkeypatch):
+def test_api_key_never_leaks(api, face, tmp_path, key, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     api.script = [(429, f"echo {SECRET}")]
     api.default = (200, "<think>(AU4)</think><answer>anger</answer>")
@@ -353,12 +453,21 @@ def test_api_key_never_leaks(api, face, tmp_path, delays, caplog, monkeypatch):
     api.default = (401, f"invalid key {SECRET}")
     with pytest.raises(TeacherError) as err:
         make_teacher(api, tmp_path / "other").describe(face)
-    leaks = [caplog.text, repr(teacher), str(teacher.__dict__), str(err.value), repr(err.value)]
+    leaks = [caplog.text, repr(teacher), str(teacher.__dict__), str(teacher.api.__dict__)]
+    leaks += [str(err.value), repr(err.value), repr(err.value.__cause__), repr(err.value.__context__)]
     leaks += [p.read_text() for p in (tmp_path / "cache").rglob("*")]
     assert caplog.records and all(SECRET not in s for s in leaks)
     monkeypatch.delenv("TEST_TEACHER_KEY")
     with pytest.raises(TeacherError, match="TEST_TEACHER_KEY"):
         make_teacher(api, tmp_path / "third").describe(face)
+
+
+def test_no_key_env_never_sends_openai_api_key(api, face, tmp_path, monkeypatch):
+    """api_key_env=null (a local server) must not fall back to $OPENAI_API_KEY, which the SDK would read."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    api.default = (200, GOOD)
+    make_teacher(api, tmp_path, api_key_env=None).describe(face)
+    assert SECRET not in api.requests[0]["auth"]
 
 
 def test_openai_config_instantiates(monkeypatch):
@@ -373,4 +482,5 @@ def test_openai_config_instantiates(monkeypatch):
         teacher = instantiate(compose(overrides=overrides).teacher)
     assert isinstance(teacher, OpenAITeacher) and teacher.prompt.version == "compact_v1"
     assert teacher.url == "http://127.0.0.1:9/v1/chat/completions" and teacher.reflections == 2
+    assert teacher.api.max_concurrency == 8
     assert str(teacher.cache_dir) == "/tmp/facial_r1_test_cache/teacher_openai"

@@ -16,7 +16,9 @@ Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``expe
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
 the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
-``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``.
+``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``. ``judge_score`` (the LLM
+judge's reasoning score of ``evaluate.py judge=openai``) comes with ``judge`` = ``model | rubric | server``; rows of
+different judges are refused (:class:`MixedJudgesError`) rather than put in one column, since judges drift apart.
 
 The notebook helpers (:func:`read_curves`, :func:`read_predictions`, :func:`attach_images`) read the rest of a run
 folder: Lightning's CSV log, the predictions, and each prediction's image (joined on ``id`` with the run's dataset:
@@ -34,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# The headline metrics of evaluation.metrics.HEADLINE_KEYS but ROUGE-L, plus time. Spelled out rather than imported:
+# The headline metrics of evaluation.metrics.HEADLINE_KEYS but ROUGE-L, plus the LLM judge's score and time. Spelled out rather than imported:
 # importing the evaluation package loads torch (5 s) for this stdlib-only collector; a test keeps the two in step.
 METRICS = (
     "emotion_acc",
@@ -44,6 +46,7 @@ METRICS = (
     "format_rate",
     "consistency_rate",
     "au_hallucination_rate",
+    "judge_score",
     "wall_time_s",
 )
 HEADERS = {  # Markdown column titles
@@ -54,10 +57,11 @@ HEADERS = {  # Markdown column titles
     "format_rate": "format",
     "consistency_rate": "consistency",
     "au_hallucination_rate": "AU halluc.",
+    "judge_score": "judge score",
     "wall_time_s": "wall s",
 }
 IDENTITY = ("experiment", "stage", "reward", "split", "n_eval", "variant")  # a group = these equal, any seed
-RUN_COLUMNS = ("run", *IDENTITY[:3], "seed", *IDENTITY[3:], *METRICS, "global_step", "path")
+RUN_COLUMNS = ("run", *IDENTITY[:3], "seed", *IDENTITY[3:], *METRICS, "judge", "global_step", "path")
 # The paper's ablation order; other experiments follow alphabetically.
 ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
          "sft300_grpo_synth", "reward_ablation")  # fmt: skip
@@ -122,11 +126,38 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "split": metrics.get("split"),
         "n_eval": metrics.get("num_samples"),
         "variant": " ".join(_normalise(o) for o in overrides if not _ignored(o)),
+        "judge": judge_id(metrics.get("judge")),
         "global_step": metrics.get("global_step"),
         "path": str(run_dir),
     }
     row.update({key: _number(metrics.get(key)) for key in METRICS})
     return row
+
+
+def judge_id(provenance: Any) -> str | None:
+    """``model | rubric | server`` of a metrics.json ``judge`` entry (None when the run was not judged)."""
+    if not isinstance(provenance, dict):
+        return None
+    return " | ".join(str(provenance.get(k)) for k in ("model", "rubric", "base_url"))
+
+
+class MixedJudgesError(ValueError):
+    """Rows scored by different LLM judges would share the judge-score column."""
+
+
+def check_one_judge(rows: Sequence[dict[str, Any]]) -> None:
+    """Raise :class:`MixedJudgesError` when the judged rows name more than one judge (model, rubric version or
+    server): judge scores drift between judges, so they are only comparable within one."""
+    judges: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("judge_score") is not None:
+            judges.setdefault(str(row.get("judge")), []).append(str(row["path"]))
+    if len(judges) > 1:
+        listing = "; ".join(f"{judge}: {', '.join(paths)}" for judge, paths in judges.items())
+        raise MixedJudgesError(
+            f"judge_score comes from {len(judges)} different judges (model | rubric | server) and would share one "
+            f"column: {listing}. Collect each judge's runs separately, or re-score them with one judge."
+        )
 
 
 def _ignored(override: str) -> bool:
@@ -144,8 +175,11 @@ def _number(value: Any) -> float | None:
 
 
 def collect(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Rows of every run under ``roots``, in table order (experiment, stage, reward, variant, seed)."""
-    return sorted((load_run(r) for r in find_runs(roots)), key=_sort_key)
+    """Rows of every run under ``roots``, in table order (experiment, stage, reward, variant, seed); raises
+    :class:`MixedJudgesError` when judge scores of different judges would share a column."""
+    rows = sorted((load_run(r) for r in find_runs(roots)), key=_sort_key)
+    check_one_judge(rows)
+    return rows
 
 
 def _sort_key(row: dict[str, Any]) -> tuple:
@@ -209,12 +243,16 @@ def _table(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> list[str]:
 
 def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None) -> str:
     """``results.md``: the grouped table (mean ± std over seeds) and the per-run table."""
+    check_one_judge(rows)
     groups = group_rows(rows) if groups is None else groups
     common = _common_overrides(rows)
     shown = {id(r): " ".join(o for o in r["variant"].split() if o not in common) for r in [*rows, *groups]}
     show_variant = any(shown.values())
     ident = ["experiment", "stage", "reward", "held-out", *(["variant"] if show_variant else [])]
     lines = ["# Results", ""]
+    # The judge column only where some run was judged (most are not); check_one_judge guarantees a single judge.
+    judges = sorted({str(r["judge"]) for r in rows if r.get("judge_score") is not None})
+    metrics = [m for m in METRICS if m != "judge_score" or judges]
     evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
     if len(evaluated_on) > 1:
         lines += [f"**Not comparable as one table:** runs were evaluated on {', '.join(evaluated_on)}.", ""]
@@ -222,7 +260,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
         lines += ["Every run: `" + " ".join(common) + "`", ""]
     lines += ["## Mean ± std over seeds", ""]
     lines += _table(
-        [*ident, "seeds", *(HEADERS[m] for m in METRICS)],
+        [*ident, "seeds", *(HEADERS[m] for m in metrics)],
         (
             [
                 g["experiment"],
@@ -231,14 +269,14 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 f"{g['split']} (n={g['n_eval']})",
                 *([shown[id(g)]] if show_variant else []),
                 g["seeds"],
-                *(_cell(g[f"{m}_mean"], g[f"{m}_std"], m) for m in METRICS),
+                *(_cell(g[f"{m}_mean"], g[f"{m}_std"], m) for m in metrics),
             ]  # fmt: skip
             for g in groups
         ),
     )
     lines += ["", "## Runs", ""]
     lines += _table(
-        ["run", *ident, "seed", *(HEADERS[m] for m in METRICS)],
+        ["run", *ident, "seed", *(HEADERS[m] for m in metrics)],
         (
             [
                 r["run"],
@@ -248,13 +286,17 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 f"{r['split']} (n={r['n_eval']})",
                 *([shown[id(r)]] if show_variant else []),
                 r["seed"],
-                *(_fmt(r[m], m) for m in METRICS),
+                *(_fmt(r[m], m) for m in metrics),
             ]  # fmt: skip
             for r in rows
         ),
     )
     lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions; AU F1 is over the AUs "
               "present in the gold labels. Run folders: `results.csv` (column `path`).", ""]  # fmt: skip
+    if judges:
+        lines[-1:-1] = [
+            f"Judge score: mean reasoning score 1-10 given by `{judges[0]}` (model | rubric | server)."
+        ]
     return "\n".join(lines)
 
 
@@ -276,6 +318,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
 
 def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv`` and ``results_grouped.csv`` into ``out_dir``; returns their paths."""
+    check_one_judge(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_rows(rows)
@@ -354,7 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--out", type=Path, default=None, help="where to write the tables (default: the first root)"
     )
     args = parser.parse_args(argv)
-    rows = collect(args.roots)
+    try:
+        rows = collect(args.roots)
+    except MixedJudgesError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not rows:
         print(
             f"no runs (metrics.json + .hydra/config.yaml) under {', '.join(map(str, args.roots))}",

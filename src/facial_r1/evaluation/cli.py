@@ -57,6 +57,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         desc=f"evaluate {cfg.split}",
     )
     metrics, rows = compute_metrics(records, outputs, au_subset=cfg.au_subset, reward=reward)
+    if cfg.get("judge"):
+        judge_metrics, scores = instantiate(cfg.judge).score(records, outputs)
+        metrics.update(judge_metrics)
+        rows = [{**row, "judge_score": score} for row, score in zip(rows, scores, strict=True)]
     metrics.update(
         {
             "split": cfg.split,
@@ -68,7 +72,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     paths = write_evaluation(run_dir, metrics, rows, label_set)
     for lg in build_loggers(cfg):
-        lg.log_metrics(headline_metrics(metrics, "eval"))
+        judged = (
+            {"eval/judge_score": metrics["judge_score"]} if metrics.get("judge_score") is not None else {}
+        )
+        lg.log_metrics(headline_metrics(metrics, "eval") | judged)
         log_to_wandb(lg, metrics, rows, prefix="eval")
         experiment = getattr(lg, "_experiment", None)
         if experiment is not None and hasattr(experiment, "finish"):
@@ -81,5 +88,6 @@ def evaluate(cfg: DictConfig) -> float | None:
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE (the
     affect keys only where this data defines them)."""
+    judged = ("judge_score", "judge_score_ci") if "judge" in metrics else ()
     affect = {k: metrics[k] for k in AFFECT_HEADLINE_KEYS if metrics.get(k) is not None}
-    return {**{k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege")}, **affect}
+    return {k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege", *judged)} | affect

@@ -3,12 +3,15 @@
 ``Qwen2_5_VLProcessor`` insists on a video processor, and every video processor imports torchvision, whose PyPI
 build does not load beside the CPU torch these machines use. Faces are still images, so this subclass drops the
 video part and keeps Qwen's exact image path (``Qwen2VLImageProcessorPil``: smart resize to multiples of
-patch x merge, 14 px patches, flattened ``pixel_values``). Always load processors through :func:`load_processor`:
-``AutoProcessor.from_pretrained`` would silently return just the tokenizer for a folder it cannot fully build.
+patch x merge, 14 px patches, flattened ``pixel_values``). Inside the project processors are loaded through
+:func:`load_processor`; exports written by :func:`save_processor` name the standard ``Qwen2_5_VLProcessor`` so that
+plain ``AutoProcessor.from_pretrained(export)`` builds it wherever torchvision is installed (and raises transformers'
+"requires the Torchvision library" error, rather than silently returning a tokenizer, where it is not).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLConfig
@@ -40,10 +43,7 @@ def load_processor(
     }
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path), **pixel_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-    chat_template = tokenizer.chat_template
-    template_file = Path(path) / "chat_template.jinja"
-    if template_file.is_file():
-        chat_template = template_file.read_text()
+    chat_template = read_chat_template(path) or tokenizer.chat_template
     processor = ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=chat_template)
     register_auto_processor()
     return processor
@@ -52,3 +52,36 @@ def load_processor(
 def register_auto_processor() -> None:
     """Make ``AutoProcessor`` return the image-only processor for Qwen2.5-VL folders (idempotent)."""
     AutoProcessor.register(Qwen2_5_VLConfig, ImageOnlyQwen2_5_VLProcessor, exist_ok=True)
+
+
+STANDARD_PROCESSOR_CLASS = "Qwen2_5_VLProcessor"
+
+
+def read_chat_template(path: str | Path) -> str | None:
+    """The folder's chat template: ``chat_template.jinja`` (transformers 5) or ``chat_template.json`` (the
+    ``{"chat_template": ...}`` file older checkpoints ship); None if neither exists."""
+    folder = Path(path)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if (folder / "chat_template.json").is_file():
+        return json.loads((folder / "chat_template.json").read_text()).get("chat_template")
+    return None
+
+
+def save_processor(processor: ImageOnlyQwen2_5_VLProcessor, path: str | Path) -> None:
+    """Write tokenizer, image processor and chat template as a published Qwen2.5-VL folder has them: the standard
+    processor class in ``processor_config.json`` / ``tokenizer_config.json``, ``preprocessor_config.json`` for the
+    image processor, and ``chat_template.jinja``."""
+    folder = Path(path)
+    processor.save_pretrained(folder)
+    processor.tokenizer.save_pretrained(folder)
+    processor.image_processor.to_json_file(folder / "preprocessor_config.json")
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        file = folder / name
+        if file.is_file():
+            config = json.loads(file.read_text())
+            config["processor_class"] = STANDARD_PROCESSOR_CLASS
+            file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    template = processor.chat_template or processor.tokenizer.chat_template
+    if template:
+        (folder / "chat_template.jinja").write_text(template)

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams, TokenizedSFTBatch
-from facial_r1.models.processor import load_processor
+from facial_r1.models.processor import load_processor, save_processor
 from facial_r1.models.sampling import sample_next
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ class Qwen25VLAdapter:
             {*([eos] if isinstance(eos, int) else list(eos or [])), self.tokenizer.eos_token_id}
         )
         self.suppress_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        # Embedding rows past the tokenizer (a real checkpoint pads 151,665 ids to 151,936) decode to nothing.
+        self.vocab_limit = len(self.tokenizer)
         if freeze_vision:
             for p in self._visual().parameters():
                 p.requires_grad_(False)
@@ -283,13 +285,25 @@ class Qwen25VLAdapter:
 
     # ------------------------------------------------------------------ forward passes
     def sft_loss(self, batch: TokenizedSFTBatch) -> tuple[torch.Tensor, int]:
-        """Mean token cross-entropy over assistant tokens; returns (loss, number of target tokens)."""
-        out = self.model(**batch.inputs, use_cache=False)
-        logits = out.logits[:, :-1].float()  # logits at t predict token t+1
-        labels = batch.labels[:, 1:]
+        """Mean token cross-entropy over assistant tokens; returns (loss, number of target tokens).
+
+        Rows are left-padded, so every target sits in the last K positions: logits are computed there only
+        (``logits_to_keep``), not over the prompt and image tokens.
+        """
+        labels = batch.labels
+        is_target = labels != -100
+        L = labels.shape[1]
+        first = int(is_target.float().argmax(dim=1).min()) if bool(is_target.any()) else L - 1
+        keep = L - first + 1  # + the position before the first target, which predicts it
+        out = self.model(**batch.inputs, use_cache=False, logits_to_keep=min(keep, L))
+        logits = out.logits[:, :-1]  # logits at t predict token t+1
+        labels = labels[:, L - logits.shape[1] :]
         n = int((labels != -100).sum())
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            logits.reshape(-1, logits.shape[-1]).float(),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
         )
         return loss / max(n, 1), n
 
@@ -346,7 +360,7 @@ class Qwen25VLAdapter:
         finished = torch.zeros(N, dtype=torch.bool, device=self.device)
         tokens, logps = [], []
         for t in range(params.max_new_tokens):
-            logits[:, self.suppress_ids] = float("-inf")
+            self.mask_unsampled(logits, float("-inf"))
             tok, lp = sample_next(
                 logits,
                 temperature=params.temperature,
@@ -410,37 +424,72 @@ class Qwen25VLAdapter:
         temperature: float = 1.0,
         model: torch.nn.Module | None = None,
         with_entropy: bool = False,
+        micro_batch_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-token log-probs [N, T] of given completions under ``model`` (default: the policy), with gradients.
 
         Logits are divided by ``temperature`` and vision tokens suppressed before the log-softmax, exactly as when
-        sampling, so recomputed log-probs match the rollout's (the mu = 1 ratio is then exactly 1).
+        sampling, so recomputed log-probs match the rollout's (the mu = 1 ratio is then exactly 1). Memory scales
+        with the completions, not the prompts: logits exist only at completion positions, for at most
+        ``micro_batch_size`` rows at a time (None = all N), and are never copied whole.
         """
-        from facial_r1.grpo.objective import token_entropy_from_logits, token_logprobs_from_logits
-
         model = model or self.model
         batch = batch.to(self.device)
         completion_ids = completion_ids.to(self.device)
         prompt_index = prompt_index.to(self.device)
-        if self.shared_prefix and not self.activation_checkpointing:
-            logits = self._completion_logits_shared(model, batch.inputs, completion_ids, prompt_index)
-        else:
-            logits = self._completion_logits_full(model, batch.inputs, completion_ids, prompt_index)
-        # The sampler never offers vision tokens, so the policy being scored is the renormalised distribution.
-        # (-1e4 rather than -inf: exp underflows to exactly 0 either way, and the entropy stays finite.)
-        logits = logits.index_fill(-1, torch.tensor(self.suppress_ids, device=logits.device), -1e4)
-        logp = token_logprobs_from_logits(logits, completion_ids, temperature)
-        entropy = token_entropy_from_logits(logits.detach(), temperature) if with_entropy else None
-        return logp, entropy
+        logps, entropies = [], []
+        for rows in torch.arange(completion_ids.shape[0], device=self.device).split(
+            int(micro_batch_size or completion_ids.shape[0])
+        ):
+            # only the prompts these rows continue are re-encoded
+            prompts, local_index = prompt_index[rows].unique(return_inverse=True)
+            inputs = expand_prompt_inputs(batch.inputs, prompts)
+            logp, entropy = self._completion_logprobs_rows(
+                model, inputs, completion_ids[rows], local_index, temperature, with_entropy
+            )
+            logps.append(logp)
+            entropies.append(entropy)
+        entropy = torch.cat(entropies) if with_entropy else None
+        return torch.cat(logps), entropy
 
-    def _completion_logits_shared(self, model, inputs, completion_ids, prompt_index) -> torch.Tensor:
-        """Prompt prefill once per prompt (with grad), KV cache expanded to the G completions."""
+    def mask_unsampled(self, logits: torch.Tensor, value: float) -> None:
+        """In place: vision tokens (a sampled ``<|image_pad|>`` breaks the next forward) and ids past the tokenizer
+        get ``value``. In place is safe for autograd: the logits are a fresh lm_head output its backward does not
+        need, and no [N, T, V] copy is made."""
+        logits[..., self.suppress_ids] = value
+        if self.vocab_limit < logits.shape[-1]:
+            logits[..., self.vocab_limit :] = value
+
+    def _completion_logprobs_rows(
+        self, model, inputs, completion_ids, prompt_index, temperature, with_entropy
+    ):
+        from facial_r1.grpo.objective import token_entropy_from_logits, token_logprobs_from_logits
+
+        if self.shared_prefix and not self.activation_checkpointing:
+            segments = self._completion_logits_shared(model, inputs, completion_ids, prompt_index)
+        else:  # HF turns the KV cache off under activation checkpointing: one forward per row instead
+            segments = self._completion_logits_full(model, inputs, completion_ids, prompt_index)
+        logp, entropy, t0 = [], [], 0
+        for logits in segments:  # consecutive completion positions: [N, t, V] each
+            # The sampler never offers masked tokens, so the policy being scored is the renormalised distribution.
+            # (-1e4 rather than -inf: exp underflows to exactly 0 either way, and the entropy stays finite.)
+            self.mask_unsampled(logits, -1e4)
+            ids = completion_ids[:, t0 : t0 + logits.shape[1]]
+            t0 += logits.shape[1]
+            logp.append(token_logprobs_from_logits(logits, ids, temperature))
+            if with_entropy:
+                entropy.append(token_entropy_from_logits(logits.detach(), temperature))
+        return torch.cat(logp, dim=1), (torch.cat(entropy, dim=1) if with_entropy else None)
+
+    def _completion_logits_shared(self, model, inputs, completion_ids, prompt_index) -> list[torch.Tensor]:
+        """Prompt prefill once per prompt (with grad), KV cache expanded to the G completions; returns the logits
+        predicting completion token 0 [N, 1, V] and tokens 1.. [N, T-1, V]."""
         last_logits, cache = self._prefill(model, inputs)
         self._select_cache(cache, prompt_index)
         N, T = completion_ids.shape
         first = last_logits[prompt_index][:, None]
         if T == 1:
-            return first
+            return [first]
         attn = torch.cat(
             [inputs["attention_mask"][prompt_index], torch.ones_like(completion_ids[:, :-1])], dim=1
         )
@@ -454,25 +503,23 @@ class Qwen25VLAdapter:
             cache=cache,
             use_cache=True,
         )
-        return torch.cat([first, out.logits], dim=1)
+        return [first, out.logits]
 
-    def _completion_logits_full(self, model, inputs, completion_ids, prompt_index) -> torch.Tensor:
-        """One forward over prompt + completion per row (image and prompt repeated G times; the reference path)."""
+    def _completion_logits_full(self, model, inputs, completion_ids, prompt_index) -> list[torch.Tensor]:
+        """One forward over prompt + completion per row (image and prompt repeated per row); logits are computed
+        only at the T positions that predict completion tokens (``logits_to_keep``)."""
         rows = expand_prompt_inputs(inputs, prompt_index)
-        N, T = completion_ids.shape
-        P = rows["input_ids"].shape[1]
+        T = completion_ids.shape[1]
+        body = completion_ids[:, :-1]  # the last token predicts nothing we score
         full = {
-            "input_ids": torch.cat([rows["input_ids"], completion_ids], dim=1),
-            "attention_mask": torch.cat([rows["attention_mask"], torch.ones_like(completion_ids)], dim=1),
-            "mm_token_type_ids": torch.cat(
-                [rows["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1
-            ),
+            "input_ids": torch.cat([rows["input_ids"], body], dim=1),
+            "attention_mask": torch.cat([rows["attention_mask"], torch.ones_like(body)], dim=1),
+            "mm_token_type_ids": torch.cat([rows["mm_token_type_ids"], torch.zeros_like(body)], dim=1),
             "pixel_values": rows["pixel_values"],
             "image_grid_thw": rows["image_grid_thw"],
         }
         full["position_ids"] = self._rope(full)
-        out = model(**full, use_cache=False)
-        return out.logits[:, P - 1 : P - 1 + T]
+        return [model(**full, use_cache=False, logits_to_keep=T).logits]
 
     # ------------------------------------------------------------------ text
     def decode(self, ids: torch.Tensor) -> list[str]:
@@ -487,11 +534,7 @@ class Qwen25VLAdapter:
         if self.lora_enabled:
             model = copy.deepcopy(self.model).merge_and_unload()
         model.save_pretrained(path)
-        self.processor.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        template = self.processor.chat_template or self.tokenizer.chat_template
-        if template:
-            (path / "chat_template.jinja").write_text(template)
+        save_processor(self.processor, path)
         for name, content in (extra_files or {}).items():
             (path / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
         return path

@@ -1,7 +1,7 @@
-"""The synthesis triple check: does a self-generated response agree with the sample's ground truth?
+"""The synthesis checks: does a self-generated response agree with the sample's ground truth and with itself?
 
-Three checks, each read through the project parser (:func:`facial_r1.parsing.parse`), so accepted data obeys the same
-rules the rewards and the evaluation apply:
+Four checks, each read through the project parser (:func:`facial_r1.parsing.parse`), so accepted data obeys the same
+rules the rewards and the evaluation apply (the published code's "triple check" is the first three):
 
 * **au**: the AUs cited in the reasoning equal the gold set (``au_mode="exact"``) or reach ``au_f1_threshold`` set F1
   (``au_mode="f1"``). AU numbers that are no FACS AU ("AU3", "AU99") count as wrong extras. Not applicable when the
@@ -11,11 +11,22 @@ rules the rewards and the evaluation apply:
 * **format**: strict ``<think>...</think><answer>...</answer>`` with nothing outside (or the lenient layout), and
   none of ``negation_words`` anywhere (the published prompt forbids "no", "not", "without", "maybe" because its AU
   reward counts "no AU12" as AU12).
+* **consistency**: the emotion the reasoning concludes equals the emotion the answer names, exactly as the
+  consistency reward (:class:`facial_r1.rewards.ConsistencyReward`) and the ``consistency_rate`` metric judge it:
+  the concluded emotion is the *last* emotion word or synonym of the ``<think>`` text that lies in the sample's
+  label set and is not negated (:func:`facial_r1.parsing.concluded_emotion`), so "disgust or contempt ... points to
+  contempt" concludes contempt, "contempt, not disgust" concludes contempt, and "points to contempt, though disgust
+  is possible" concludes disgust. Documented rule for a reasoning that names no emotion (or an answer that is no
+  single label): the check fails, as the reward and the metric score it 0 - otherwise a response could pass by never
+  saying what its reasoning concludes. It needs no gold label, so it applies to every sample (AU-only ones too).
+  Negated emotion mentions are always dropped here, whatever ``drop_negated`` says for AUs: the reward and the
+  metric read the conclusion that way, and "contempt, not disgust" must not count as concluding disgust.
 
-Unlike the published code, every enforced check gates acceptance (it never gated on format). ``enforce`` lists the
-gating checks; ``enforce=[au, emotion]`` with ``au_scope=completion``, ``drop_negated=false`` and no negation words
-reproduces the published semantics. Problem sentences are plain English because reflection prompts quote them back
-to the model; only failures of enforced checks become problems.
+Unlike the published code, every enforced check gates acceptance (it never gated on format, and had no consistency
+check). ``enforce`` lists the gating checks; ``enforce=[au, emotion]`` with ``au_scope=completion``,
+``drop_negated=false`` and no negation words reproduces the published semantics (the other flags are still computed
+and stored, so a run in that mode shows how many accepted rows contradict themselves). Problem sentences are plain
+English because reflection prompts quote them back to the model; only failures of enforced checks become problems.
 """
 
 from __future__ import annotations
@@ -27,15 +38,15 @@ from functools import cached_property
 from typing import Any
 
 from facial_r1.facs import normalize_emotion, sort_aus
-from facial_r1.parsing import parse
+from facial_r1.parsing import concluded_emotion, parse
 
-CHECKS = ("au", "emotion", "format")
+CHECKS = ("au", "emotion", "format", "consistency")
 OFFICIAL_NEGATION_WORDS = ("no", "not", "without", "maybe")
 
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """How strict the triple check is (``conf/synthesize.yaml`` ``checks``; every field is commented there)."""
+    """How strict the checks are (``conf/synthesize.yaml`` ``checks``; every field is commented there)."""
 
     enforce: Sequence[str] = CHECKS
     au_mode: str = "exact"  # exact | f1
@@ -85,6 +96,7 @@ class CheckResult:
     au: bool | None
     emotion: bool | None
     format: bool
+    consistency: bool  # always applies: it needs no gold label
     passed: bool  # every enforced, applicable check holds
     problems: list[str] = field(default_factory=list)  # sentences for the reflection prompt ([] when passed)
     predicted_aus: list[str] = field(default_factory=list)
@@ -93,6 +105,13 @@ class CheckResult:
     answer: str | None = None
     predicted_emotion: str | None = None
     negations: list[str] = field(default_factory=list)
+    concluded_emotion: str | None = None  # what the reasoning concludes (None: it names no emotion)
+    enforced: list[str] = field(default_factory=lambda: list(CHECKS))  # the gating checks of this result
+
+    @property
+    def rejected_by(self) -> list[str]:
+        """Names of the enforced checks that do not hold: why the response is refused ([] when it passed)."""
+        return [name for name in self.failed if name in self.enforced]
 
     @property
     def failed(self) -> list[str]:
@@ -114,6 +133,9 @@ class CheckResult:
             "answer": self.answer,
             "predicted_emotion": self.predicted_emotion,
             "negations": list(self.negations),
+            "concluded_emotion": self.concluded_emotion,
+            "enforced": list(self.enforced),
+            "rejected_by": self.rejected_by,
         }
 
 
@@ -175,12 +197,28 @@ def triple_check(text: str, record: dict[str, Any], config: CheckConfig | None =
         if negations:
             problems.append(f"Do not use negative or uncertain words: {', '.join(negations)}.")
 
-    flags = {"au": au_ok, "emotion": emotion_ok, "format": format_ok}
+    # Negated emotion words never conclude (module docstring); parse() already read them so when drop_negated holds.
+    concluded = (
+        parsed.concluded_emotion
+        if config.drop_negated
+        else concluded_emotion(parsed.think, label_set, drop_negated=True)
+    )
+    consistency_ok = parsed.emotion is not None and parsed.emotion == concluded
+    if not consistency_ok and "consistency" in enforced:
+        # The emotion to end on: the gold label when the emotion check gates (the answer must become it too),
+        # else the answer itself.
+        target = gold_label if "emotion" in enforced and gold_label else parsed.emotion
+        # With no usable answer and a gating emotion check, that check's sentence already asks for the right one.
+        answer_reported = "emotion" in enforced and emotion_ok is False
+        problems.extend(_consistency_problems(concluded, parsed.emotion, target, answer_reported))
+
+    flags = {"au": au_ok, "emotion": emotion_ok, "format": format_ok, "consistency": consistency_ok}
     passed = all(flags[name] is not False for name in enforced)
     return CheckResult(
         au=au_ok,
         emotion=emotion_ok,
         format=format_ok,
+        consistency=consistency_ok,
         passed=passed,
         problems=[] if passed else problems,
         predicted_aus=list(parsed.aus),
@@ -189,7 +227,36 @@ def triple_check(text: str, record: dict[str, Any], config: CheckConfig | None =
         answer=parsed.answer,
         predicted_emotion=parsed.emotion,
         negations=negations,
+        concluded_emotion=concluded,
+        enforced=[name for name in CHECKS if name in enforced],
     )
+
+
+def _consistency_problems(
+    concluded: str | None, answer: str | None, target: str | None, answer_reported: bool
+) -> list[str]:
+    """Why the reasoning and the answer disagree, naming both sides, and what the response should conclude."""
+    if not target:
+        fix = ""
+    elif target == concluded:  # the reasoning already ends right; the answer is what must change
+        fix = f" Answer {target}."
+    else:
+        fix = f" End the reasoning on {target}."
+    if concluded is not None and answer is not None:
+        return [
+            f"The reasoning concludes {concluded} but the answer is {answer}: they must name the same emotion.{fix}"
+        ]
+    if concluded is None and answer is not None:
+        return [f"The reasoning names no emotion, so it does not support the answer {answer}.{fix}"]
+    if answer_reported:
+        return []
+    if concluded is not None:
+        return [
+            f"The answer is not one emotion label, so it cannot match the reasoning's conclusion ({concluded})."
+        ]
+    return [
+        "Neither the reasoning nor the answer names an emotion: conclude the reasoning with the emotion you answer."
+    ]
 
 
 def _au_problems(cited: list[str], gold: list[str], f1: float, config: CheckConfig) -> list[str]:

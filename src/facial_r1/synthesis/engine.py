@@ -1,4 +1,4 @@
-"""The synthesis loop for one batch: generate -> triple check -> reflect on the failures -> generate again.
+"""The synthesis loop for one batch: generate -> check (:mod:`.checks`) -> reflect on the failures -> generate again.
 
 Attempt 1 sends every sample's ground-truth-conditioned prompt (``PromptTemplate.synthesis_text``). Each later attempt
 sends only the samples still failing, with their last response and its problems (``reflection_text``), until all

@@ -4,9 +4,11 @@
     python -m facial_r1.synthesis.review apply --run <run dir> --review review.jsonl --out final.jsonl
 
 ``review.html`` opens in any browser without a server: one card per sample with the face (a base64 JPEG thumbnail,
-or a relative link with ``--images link``), gold AUs and label, the response's reasoning and answer, the three check
-results, the attempt count and the automatic decision. Its buttons build the review file in the browser (a Blob
-download); it can also be written by hand.
+or a relative link with ``--images link``), gold AUs and label, the response's reasoning, the emotion it concludes
+and its answer, the four check results (AU, emotion, format, consistency; a check that did not gate is marked "not
+enforced"), the problems, the attempt count and the automatic decision. The header counts rejections per check
+(from ``manifest.json``). Its buttons build the review file in the browser (a Blob download); it can also be
+written by hand.
 
 Review file: JSON lines ``{"id": ..., "decision": "accept" | "reject", "note": ..., "dataset": ...}`` (``dataset``
 only needed when an id occurs in two datasets), or a CSV with the columns ``id,decision,note[,dataset]``. Applying
@@ -87,7 +89,7 @@ def write_review_html(
     summary = (
         f"round {manifest.get('round', '?')} &middot; model {html.escape(str((manifest.get('source_model') or {}).get('folder', '?')))}"
         f" &middot; {shown} samples shown &middot; acceptance rate "
-        f"{_pct(manifest.get('acceptance_rate'))}"
+        f"{_pct(manifest.get('acceptance_rate'))}{_check_counts(manifest.get('counts') or {})}"
     )
     page = _PAGE.format(title=html.escape(f"Synthesis review: {run_dir.name}"), summary=summary, cards=cards)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -117,9 +119,36 @@ def _image_src(path: str, folder: Path, thumbnail: int, images: str) -> str | No
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _badge(name: str, value: bool | None) -> str:
+def _check_counts(counts: dict[str, Any]) -> str:
+    """The header's per-check rejection counts from the manifest; empty for a run made before they existed."""
+    by = counts.get("rejected_by_check")
+    if not by:
+        return ""
+    parts = ", ".join(f"{html.escape(str(name))} {n}" for name, n in by.items())
+    return f" &middot; rejected by (a sample may fail several): {parts}"
+
+
+def _badge(name: str, value: bool | None, enforced: bool = True) -> str:
+    """A check's result; a check that was computed but did not gate is marked "(not enforced)"."""
     state = {True: ("pass", "&#10003;"), False: ("fail", "&#10007;"), None: ("na", "n/a")}[value]
-    return f'<span class="badge {state[0]}">{name} {state[1]}</span>'
+    note = (
+        "" if enforced else ' <i title="computed, but not a reason to reject in this run">(not enforced)</i>'
+    )
+    return f'<span class="badge {state[0]}">{name} {state[1]}{note}</span>'
+
+
+def _badges(checks: dict[str, Any]) -> str:
+    # Rows of runs made before a check existed lack its flag (shown n/a) and its "enforced" list (all gating).
+    enforced = checks.get("enforced")
+    return " ".join(
+        _badge(label, checks.get(name), enforced is None or name in enforced)
+        for name, label in (
+            ("au", "AU"),
+            ("emotion", "emotion"),
+            ("format", "format"),
+            ("consistency", "consistency"),
+        )
+    )
 
 
 def _card(row: dict[str, Any], folder: Path, thumbnail: int, images: str) -> str:
@@ -141,13 +170,14 @@ def _card(row: dict[str, Any], folder: Path, thumbnail: int, images: str) -> str
         for d in DECISIONS
     )
     reasoning = esc(parsed.think if parsed.think is not None else row["_output"])
+    concluded = checks.get("concluded_emotion", parsed.concluded_emotion)
     return f"""<article class="card {decision}" data-id="{esc(str(row["id"]))}" data-dataset="{esc(str(row.get("dataset")))}" data-auto="{decision}">
   {image}
   <div class="body">
     <h3>{esc(str(row["id"]))} <small>{esc(str(row.get("dataset")))} &middot; auto: {decision} &middot; attempt {info.get("attempt", "?")}</small></h3>
     <p><b>Gold</b>: AUs {esc(gold_aus)}; label {esc(label)}</p>
-    <p><b>Response</b>: AUs {esc(", ".join(checks.get("predicted_aus") or []) or "none")}; answer {esc(str(parsed.answer).strip() if parsed.answer is not None else "missing")}</p>
-    <p>{_badge("AU", checks.get("au"))} {_badge("emotion", checks.get("emotion"))} {_badge("format", checks.get("format"))}</p>
+    <p><b>Response</b>: AUs {esc(", ".join(checks.get("predicted_aus") or []) or "none")}; reasoning concludes {esc(concluded or "no emotion")}; answer {esc(str(parsed.answer).strip() if parsed.answer is not None else "missing")}</p>
+    <p>{_badges(checks)}</p>
     <p class="think">{reasoning}</p>
     {f'<ul class="problems">{problems}</ul>' if problems else ""}
     <div class="decide">{radios} <input class="note" type="text" placeholder="note"></div>

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError
+from facial_r1.synthesis.checks import CHECKS
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,26 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         return {}  # written atomically, so someone edited it; the counts are rebuilt from the files anyway
 
 
+UNREADABLE = "unreadable_input"  # the rejection reason of a sample whose image did not load (never checked)
+
+
 class Tally:
-    """Counts over finished samples (per dataset, class, attempt and failed check), fed row by row."""
+    """Counts over finished samples (per dataset, class, attempt and check), fed row by row.
+
+    Per-check counts in :meth:`to_dict` (every check listed, zeros included, so a reader sees what was counted):
+
+    * ``rejected_by_check``: rejected samples whose last response failed the check while it was enforced; a sample
+      failing two enforced checks counts under both, so the numbers may sum to more than ``rejected``.
+    * ``rejected_only_by``: rejected samples this check alone turned away (its failure was the only enforced one).
+    * ``accepted_failed_checks``: accepted samples that fail a check that was not enforced, e.g. ``consistency``
+      under the published ``enforce=[au, emotion]``: what the gating let through.
+    * ``rejected_failed_checks``: every failed check of rejected samples, enforced or not (the older summary).
+    * ``accepted_consistency_rate``: the share of accepted samples whose reasoning concludes the emotion they
+      answer (the evaluation's ``consistency_rate`` over the accepted data); 1.0 whenever ``consistency`` gates.
+
+    Rows written before a check existed lack its flag and count nowhere for it (nor in the rate); rows without
+    ``rejected_by`` (older runs) are read as rejected by every check they failed.
+    """
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -111,21 +130,32 @@ class Tally:
         self.per_class: dict[str, Counter] = defaultdict(Counter)
         self.accepted_per_attempt: Counter = Counter()
         self.failed_checks: Counter = Counter()
+        self.rejected_by: Counter = Counter()
+        self.rejected_only_by: Counter = Counter()
+        self.accepted_failed: Counter = Counter()
+        self.accepted_consistency: Counter = Counter()  # consistency flag (True / False) -> accepted rows
 
     def add(self, row: dict[str, Any], accepted: bool) -> None:
         info = (row.get("meta_info") or {}).get("synthesis") or {}
+        checks = info.get("checks") or {}
+        failed = list(checks.get("failed") or [])
         verdict = "accepted" if accepted else "rejected"
         self.per_dataset[str(row.get("dataset"))][verdict] += 1
         self.per_class[row["labels"][0] if row.get("labels") else "(no label)"][verdict] += 1
         if accepted:
             self.accepted += 1
             self.accepted_per_attempt[int(info.get("attempt", 0))] += 1
-        else:
-            self.rejected += 1
-            if info.get("error"):
-                self.failed_checks["unreadable_input"] += 1
-            for name in (info.get("checks") or {}).get("failed", []):
-                self.failed_checks[name] += 1
+            self.accepted_failed.update(failed)
+            if isinstance(checks.get("consistency"), bool):
+                self.accepted_consistency[checks["consistency"]] += 1
+            return
+        self.rejected += 1
+        unreadable = [UNREADABLE] if info.get("error") else []
+        reasons = unreadable + list(checks.get("rejected_by", failed))
+        self.failed_checks.update(unreadable + failed)
+        self.rejected_by.update(reasons)
+        if len(reasons) == 1:
+            self.rejected_only_by[reasons[0]] += 1
 
     @property
     def finished(self) -> int:
@@ -145,7 +175,23 @@ class Tally:
             "per_class": {k: dict(v) for k, v in sorted(self.per_class.items())},
             "accepted_per_attempt": {str(k): v for k, v in sorted(self.accepted_per_attempt.items())},
             "rejected_failed_checks": dict(sorted(self.failed_checks.items())),
+            "rejected_by_check": _per_check(self.rejected_by),
+            "rejected_only_by": _per_check(self.rejected_only_by),
+            "accepted_failed_checks": _per_check(self.accepted_failed),
+            "accepted_consistency_rate": (
+                self.accepted_consistency[True] / judged
+                if (judged := sum(self.accepted_consistency.values()))
+                else None
+            ),
         }
+
+
+def _per_check(counter: Counter) -> dict[str, int]:
+    """Every check with its count (zeros kept), then any other reason (unreadable input) that occurred."""
+    return {
+        **{name: counter[name] for name in CHECKS},
+        **{k: v for k, v in sorted(counter.items()) if k not in CHECKS},
+    }
 
 
 class RunStore:

@@ -11,6 +11,12 @@ from omegaconf import DictConfig
 from facial_r1.facs import AU_EVAL_SUBSET
 
 STAGES = ("sft", "grpo")
+# Keys only one stage file defines. Stage files are `@package _global_` overlays, so an experiment that sets GRPO
+# keys without `override /stage: grpo` composes cleanly into an SFT run: these sets make that an error instead.
+STAGE_ONLY_KEYS = {
+    "sft": frozenset({"num_samples", "batch_size", "max_grad_norm"}),
+    "grpo": frozenset({"objective", "prompts_per_step", "micro_batch_size", "log_completions_every_n_steps"}),
+}
 
 
 class ConfigError(ValueError):
@@ -26,6 +32,14 @@ def check_train_config(cfg: DictConfig) -> None:
     """Validate a composed ``train.yaml``; raises :class:`ConfigError` naming the key."""
     stage = cfg.stage
     _need(stage.name in STAGES, f"stage.name={stage.name!r}: allowed values are {', '.join(STAGES)}")
+    for other in STAGES:
+        stray = sorted(STAGE_ONLY_KEYS[other] & set(stage)) if other != stage.name else []
+        _need(
+            not stray,
+            f"stage.{', stage.'.join(stray)}: {other.upper()} settings in a stage={stage.name} run. An experiment "
+            f"that configures {other.upper()} must name its stage (`- override /stage: {other}` in its defaults); "
+            f"on the command line use stage={other}",
+        )
     _need(
         int(cfg.trainer.max_steps) > 0,
         f"trainer.max_steps={cfg.trainer.max_steps}: must be > 0 (training is counted in steps)",

@@ -248,7 +248,11 @@ class GRPOModule(StageModule):
     def policy_logprobs(self, scored: RolloutBatch) -> torch.Tensor:
         ro = scored.rollout
         logp, _ = self.adapter.completion_logprobs(
-            scored.prompts, ro.completion_ids, ro.prompt_index, temperature=self.cfg.temperature
+            scored.prompts,
+            ro.completion_ids,
+            ro.prompt_index,
+            temperature=self.cfg.temperature,
+            micro_batch_size=self.micro_batch_size,  # no-grad passes are bounded like the update's
         )
         return logp
 
@@ -262,6 +266,7 @@ class GRPOModule(StageModule):
                 ro.prompt_index,
                 temperature=self.cfg.temperature,
                 model=ref_model,
+                micro_batch_size=self.micro_batch_size,
             )
         return logp
 

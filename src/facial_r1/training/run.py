@@ -25,6 +25,7 @@ from facial_r1.training.lineage import (
     resolve_ckpt_path,
     resolve_init_from,
 )
+from facial_r1.training.optimized_metric import check_optimized_metric, optimized_metric_value
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,16 @@ def wandb_run_id(loggers: list) -> str | None:
     return None
 
 
-def build_callbacks(cfg: DictConfig) -> list:
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 
     confs = (cfg.get("callbacks") or {}).values()
     callbacks = [instantiate(conf) for conf in confs if conf and "_target_" in conf]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback when bars are off
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    if not has_logger:  # logger=none: Lightning refuses an LR monitor with nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     return callbacks
 
 
@@ -107,18 +110,22 @@ def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Run one stage end to end; returns the held-out emotion accuracy (for sweepers), or None."""
+    """Run one stage end to end; returns the metric named by ``optimized_metric`` (for sweepers), or None."""
     import lightning as L
     from hydra.utils import instantiate
 
     check_train_config(cfg)
+    check_optimized_metric(cfg.get("optimized_metric"))
     set_threads(cfg)
     started = time.time()
     run_dir = run_dir_from_hydra()
     output_root = str(cfg.paths.output_root)
     stage = cfg.stage
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_root, stage.name)
-    init_from = resolve_init_from(cfg.model, output_root)
+    resumed_info = _read_json(Path(ckpt_path).parent.parent / RUN_INFO) if ckpt_path else {}
+    # A resumed run continues from the export it started from ("latest_sft" may name a newer one by now); its
+    # checkpoints hold only trainable weights, the frozen rest is reloaded from that folder.
+    init_from = resumed_info.get("init_from") or resolve_init_from(cfg.model, output_root)
     base_model = read_card(init_from).get("base_model") if init_from else None
     base_model = base_model or base_model_id(cfg.model)
     info = {
@@ -140,7 +147,6 @@ def train(cfg: DictConfig) -> float | None:
     adapter = instantiate(cfg.model, init_from=init_from)
     module, data = _build_stage(cfg, adapter, prompt, reward, splits)
 
-    resumed_info = _read_json(Path(ckpt_path).parent.parent / RUN_INFO) if ckpt_path else {}
     loggers = build_loggers(cfg, wandb_id=resumed_info.get("wandb_id"))
     info["wandb_id"] = wandb_run_id(loggers)
     _write_json(run_dir / RUN_INFO, info)
@@ -151,7 +157,10 @@ def train(cfg: DictConfig) -> float | None:
             "gradient_clip_val": float(stage.max_grad_norm) or None,
         }
     trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False, **trainer_kwargs
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
+        logger=loggers or False,
+        **trainer_kwargs,
     )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -182,7 +191,7 @@ def train(cfg: DictConfig) -> float | None:
         _write_json(
             run_dir / RUN_INFO, {**info, "finished": time.time(), "wall_time_s": metrics["wall_time_s"]}
         )
-        return metrics.get("emotion_acc")
+        return optimized_metric_value(metrics, cfg.get("optimized_metric"))
     finally:
         _finish_loggers(loggers)
 

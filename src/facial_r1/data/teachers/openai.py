@@ -1,41 +1,33 @@
 """A teacher behind any OpenAI-compatible chat-completions API (OpenAI, vLLM, Ollama, LM Studio, ...).
 
-Standard library only (``urllib``). Each request sends the image as a base64 data URL followed by the prompt's
-ground-truth-conditioned text (:meth:`PromptTemplate.synthesis_text`). The API key is read from the environment
-variable named in the config at request time and is never stored on the object, logged, cached or put into an
-exception message. Responses are cached on disk by (model, temperature, prompt text, image hash), so reruns cost
-nothing, and validated with :func:`check_description` (the synthesis triple check: format, AU set, answer).
+Requests go through :class:`facial_r1.chat_api.ChatAPI` (the ``openai`` SDK: its retries, timeouts and typed
+errors; many records in flight at once, at most ``max_concurrency``). Each request sends the image as a base64 data
+URL followed by the prompt's ground-truth-conditioned text (:meth:`PromptTemplate.synthesis_text`). The API key is
+read from the environment variable named in the config when a pass starts and is never stored on the object,
+logged, cached or put into an exception message. Responses are cached on disk by (model, temperature, max tokens,
+prompt text, image hash), so reruns cost nothing, and validated with :func:`check_description` (the synthesis triple
+check: format, AU set, answer).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
-import json
 import logging
 import mimetypes
-import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
+from facial_r1.chat_api import ChatAPI, ChatAPIError
 from facial_r1.data.prompts import PromptTemplate, load_prompts
 from facial_r1.facs import sort_aus
 from facial_r1.parsing import parse
 
 log = logging.getLogger(__name__)
 
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-
-
-class TeacherError(RuntimeError):
-    """The API could not be reached or answered with an error (message never contains the key)."""
+# The teacher's errors are the client's (HTTP status in ``status_code``); the old name stays importable.
+TeacherError = ChatAPIError
 
 
 class InvalidDescription(ValueError):
@@ -81,7 +73,8 @@ class OpenAITeacher:
     ``on_invalid`` decides what an output failing :func:`check_description` does after ``reflections`` corrective
     retries (each sends :meth:`PromptTemplate.reflection_text`): ``"skip"`` returns None, ``"raise"`` raises
     :class:`InvalidDescription`, ``"keep"`` returns the text anyway. ``validate=False`` skips the checks.
-    ``base_url`` may end in ``/v1`` or not; requests go to ``<host>/v1/chat/completions``.
+    ``base_url`` may end in ``/v1`` or not; requests go to ``<host>/v1/chat/completions``. :meth:`describe_many`
+    keeps up to ``max_concurrency`` records in flight (a record's reflection retries stay sequential).
     """
 
     def __init__(
@@ -92,24 +85,41 @@ class OpenAITeacher:
         prompt: PromptTemplate | None = None,
         cache_dir: str | Path | None = None,
         max_retries: int = 5,
-        backoff: float = 1.0,
         timeout: float = 60,
         temperature: float = 0.0,
         max_tokens: int = 512,
         validate: bool = True,
         on_invalid: Literal["skip", "raise", "keep"] = "skip",
         reflections: int = 0,
+        max_concurrency: int = 8,
+        backoff: float | None = None,
     ) -> None:
         if on_invalid not in ("skip", "raise", "keep"):
             raise ValueError(f"on_invalid must be skip, raise or keep, got {on_invalid!r}")
-        root = base_url.rstrip("/")
-        self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
-        self.model, self.api_key_env = model, api_key_env
+        if backoff is not None:
+            raise ValueError(
+                "teacher.backoff is gone: retries now wait the openai SDK's own exponential backoff (with jitter, "
+                "honouring Retry-After); set teacher.max_retries, and teacher.max_concurrency for the request rate"
+            )
+        self.api = ChatAPI(
+            base_url,
+            model,
+            api_key_env=api_key_env,
+            cache_dir=cache_dir,
+            max_retries=max_retries,
+            timeout=timeout,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            max_concurrency=max_concurrency,
+        )
         self.prompt = prompt if prompt is not None else load_prompts()["full_v1"]
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.max_retries, self.backoff, self.timeout = max_retries, backoff, timeout
-        self.temperature, self.max_tokens = temperature, max_tokens
         self.validate, self.on_invalid, self.reflections = validate, on_invalid, reflections
+
+    # Read-through names kept from the hand-written client (configs and callers read them).
+    url = property(lambda self: self.api.url)
+    model = property(lambda self: self.api.model)
+    api_key_env = property(lambda self: self.api.api_key_env)
+    cache_dir = property(lambda self: self.api.cache_dir)
 
     def __repr__(self) -> str:
         return (
@@ -118,8 +128,16 @@ class OpenAITeacher:
         )
 
     # ---- one record ----------------------------------------------------------------------------------------------
-    def describe_with_info(self, record: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        """The accepted description (or None, see ``on_invalid``) and ``{"problems", "attempts", "cached"}``."""
+    def describe_with_info(
+        self, record: dict[str, Any], client: Any = None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The accepted description (or None, see ``on_invalid``) and ``{"problems", "attempts", "cached"}``.
+
+        ``client``: an SDK client from :meth:`ChatAPI.client` to reuse; None makes (and closes) one for this record.
+        """
+        if client is None:
+            with self.api.client() as own:
+                return self.describe_with_info(record, own)
         image_url, image_hash = _image_data_url(record["image"])
         text, problems, info = "", [], {"attempts": 0, "cached": 0}
         for attempt in range(self.reflections + 1):
@@ -128,7 +146,17 @@ class OpenAITeacher:
                 if attempt == 0
                 else self.prompt.reflection_text(record, text, problems)
             )
-            text, cached = self._complete_cached(prompt_text, image_url, image_hash)
+            # The cache key of the hand-written client this replaced, so existing caches keep answering.
+            key = [
+                self.model,
+                self.api.temperature,
+                self.api.max_tokens,
+                self.prompt.system_text,
+                prompt_text,
+            ]
+            text, cached = self.api.complete(
+                self.messages(prompt_text, image_url), client, cache_key=[*key, image_hash]
+            )
             info["attempts"] += 1
             info["cached"] += cached
             problems = check_description(text, record) if self.validate else []
@@ -147,10 +175,14 @@ class OpenAITeacher:
         return self.describe_with_info(record)[0]
 
     def describe_many(self, records: Sequence[dict[str, Any]], progress: bool = True) -> list[str | None]:
-        """:meth:`describe` for each record in order (sequential: rate limits, not CPU, bound an API teacher)."""
-        return [self.describe(r) for r in tqdm(records, desc=f"teacher {self.model}", disable=not progress)]
+        """:meth:`describe` for each record, in order, up to ``max_concurrency`` records at once."""
+        return self.api.map(
+            lambda record, client: self.describe_with_info(record, client)[0],
+            records,
+            progress=progress,
+            desc=f"teacher {self.model}",
+        )
 
-    # ---- HTTP --------------------------------------------------------------------------------------------------
     def messages(self, prompt_text: str, image_url: str) -> list[dict[str, Any]]:
         """Chat messages: optional system turn, then the image followed by the text in one user turn."""
         user = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": prompt_text}]
@@ -159,99 +191,9 @@ class OpenAITeacher:
             {"role": "user", "content": user}
         ]
 
-    def _complete_cached(self, prompt_text: str, image_url: str, image_hash: str) -> tuple[str, bool]:
-        key_material = json.dumps(
-            [self.model, self.temperature, self.max_tokens, self.prompt.system_text, prompt_text, image_hash]
-        )
-        path = (
-            self.cache_dir / f"{hashlib.sha256(key_material.encode()).hexdigest()}.json"
-            if self.cache_dir
-            else None
-        )
-        if path is not None and path.exists():
-            return json.loads(path.read_text())["content"], True
-        content = self.complete(self.messages(prompt_text, image_url))
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"model": self.model, "prompt": prompt_text, "content": content}))
-            os.replace(tmp, path)  # atomic: an interrupted run never leaves a half-written entry
-        return content, False
-
-    def complete(self, messages: list[dict[str, Any]]) -> str:
-        """POST one chat completion, retrying 429/5xx/connection errors with exponential backoff; the reply text."""
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": messages,
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-            }
-        ).encode()
-        key = self._api_key()
-        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-        for attempt in range(self.max_retries + 1):
-            delay = self.backoff * 2**attempt
-            try:
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _content(response.read())
-            except urllib.error.HTTPError as err:
-                detail = _redact(err.read().decode(errors="replace")[:300], key)
-                if err.code not in _RETRY_STATUS or attempt == self.max_retries:
-                    raise TeacherError(f"POST {self.url} failed with HTTP {err.code}: {detail}") from None
-                delay = _retry_after(err.headers.get("Retry-After"), delay)
-                log.warning(
-                    "HTTP %d from %s, retry %d/%d in %.1fs",
-                    err.code,
-                    self.url,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
-                reason = _redact(str(getattr(err, "reason", err)), key)
-                if attempt == self.max_retries:
-                    raise TeacherError(f"POST {self.url} failed: {reason}") from None
-                log.warning(
-                    "%s from %s, retry %d/%d in %.1fs", reason, self.url, attempt + 1, self.max_retries, delay
-                )
-            time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _api_key(self) -> str | None:
-        if not self.api_key_env:
-            return None  # local servers (vLLM, Ollama) often need no key
-        key = os.environ.get(self.api_key_env)
-        if not key:
-            raise TeacherError(f"environment variable {self.api_key_env} (the API key) is not set")
-        return key
-
 
 def _image_data_url(path: str | Path) -> tuple[str, str]:
     """(base64 data URL, SHA-256 of the file bytes). The file is sent as is, without re-encoding."""
     data = Path(path).read_bytes()
     mime = mimetypes.guess_type(str(path))[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode()}", hashlib.sha256(data).hexdigest()
-
-
-def _content(raw: bytes) -> str:
-    """The assistant text of a chat-completions reply, stripped (servers often add a leading newline)."""
-    try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as err:
-        raise TeacherError(f"unexpected chat-completions reply: {raw[:300]!r}") from err
-    if isinstance(content, list):  # some servers return content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return (content or "").strip()
-
-
-def _retry_after(header: str | None, default: float) -> float:
-    try:
-        return min(float(header), 60.0) if header else default
-    except ValueError:
-        return default
-
-
-def _redact(text: str, key: str | None) -> str:
-    return text.replace(key, "***") if key else text

@@ -223,8 +223,8 @@ def build_sft_records(
     ``description``.
 
     Selection is a seeded random sample (``"all"`` = every eligible record), returned in the input order; asking for
-    more than exist raises. ``teacher`` is anything with ``describe(record) -> str | None`` (default: a clean
-    :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher skipping invalid output)
+    more than exist raises. ``teacher`` is anything with ``describe(record) -> str | None`` (its ``describe_many`` is used when it has one;
+    default: a clean :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher skipping invalid output)
     are dropped with a warning. Inputs are not modified.
     """
     eligible = [
@@ -239,12 +239,13 @@ def build_sft_records(
     else:
         raise ValueError(f"asked for {n!r} SFT records but only {len(eligible)} have both AUs and a label")
     teacher = teacher if teacher is not None else TemplateTeacher(seed=seed)
-    out = []
-    for i in chosen:
-        description = teacher.describe(records[i])
-        if description is None:
-            continue
-        out.append({**records[i], "description": description})
+    picked = [records[i] for i in chosen]
+    # describe_many where a teacher has it: an API teacher keeps many requests in flight instead of one at a time.
+    if hasattr(teacher, "describe_many"):
+        descriptions = teacher.describe_many(picked, progress=False)
+    else:
+        descriptions = [teacher.describe(r) for r in picked]
+    out = [{**r, "description": d} for r, d in zip(picked, descriptions, strict=True) if d is not None]
     if len(out) < len(chosen):
         log.warning(
             "teacher gave no valid description for %d of %d records", len(chosen) - len(out), len(chosen)
