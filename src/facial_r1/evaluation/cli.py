@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
 from facial_r1.evaluation.report import write_evaluation
@@ -89,6 +90,8 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE."""
+    """The numbers printed at the end: the same headline keys that are logged, plus sample count and REGE (the
+    affect keys only where this data defines them)."""
     judged = ("judge_score", "judge_score_ci") if "judge" in metrics else ()
-    return {k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege", *judged)}
+    affect = {k: metrics[k] for k in AFFECT_HEADLINE_KEYS if metrics.get(k) is not None}
+    return {k: metrics.get(k) for k in ("num_samples", *HEADLINE_KEYS, "rege", *judged)} | affect

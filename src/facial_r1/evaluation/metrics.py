@@ -12,6 +12,9 @@ no gold positive among the evaluated samples is None and left out of the macro a
 counting it as 0 would punish the model for the test set's composition). Micro F1 pools every AU of the subset.
 A gold AU outside a sample's dataset vocabulary is simply absent; evaluate one dataset at a time for benchmark
 numbers.
+
+The affect metrics (AU intensity ICC/MAE, valence/arousal CCC/RMSE/SAGR, compound accuracy/UAR) live in
+:mod:`facial_r1.evaluation.affect_metrics` and are merged into the same result.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 from torchmetrics.functional.text.rouge import rouge_score
 
+from facial_r1.evaluation.affect_metrics import affect_metrics, affect_row
 from facial_r1.facs import AU_EVAL_SUBSET, EMOTIONS, au_codes, normalize_au, sort_aus
 from facial_r1.parsing import Parsed, parse
 from facial_r1.rewards.base import Sample, gold_aus, gold_label, label_set_of
@@ -231,6 +235,10 @@ def compute_metrics(
     }
     metrics.update(emotion_metrics(emo_golds, emo_preds, metrics["emotion_classes"]))
     metrics["rege"] = rege(metrics)
+    # Beyond the paper: AU intensity, valence/arousal, compound (keys and conventions in affect_metrics).
+    intensity_aus = None if au_subset is None else resolve_au_subset(au_subset, [])
+    metrics.update(affect_metrics(samples, parsed, intensity_aus))
+    rows = [{**row, **affect_row(s, p)} for row, s, p in zip(rows, samples, parsed, strict=True)]
     if scored is not None:
         metrics["rewards"] = {
             k[: -len("/mean")]: v for k, v in scored.summary().items() if k.endswith("/mean")

@@ -9,7 +9,9 @@ On disk::
 ``expression`` 0-7 are emotions (0 neutral, 1 happiness, 2 sadness, 3 surprise, 4 fear, 5 disgust, 6 anger,
 7 contempt); 8 none, 9 uncertain and 10 no-face are not expressions: those rows are left out and counted (reason
 ``not_an_expression``), not errors. With ``classes=7`` contempt rows are left out the same way (reason
-``excluded_class``), for the common AffectNet-7 protocol. Valence, arousal and the face box go to ``meta_info``.
+``excluded_class``), for the common AffectNet-7 protocol. Valence and arousal are the record's ``valence`` /
+``arousal`` targets (in [-1, 1]; AffectNet's -2 "not rated" gives None, other values outside [-1, 1] are errors)
+and stay in ``meta_info`` too, beside the face box.
 
 Splits: AffectNet's test set is not public, so its validation set is the test split (as in the literature); ``val``
 is a seeded ``val_fraction`` slice of training.csv and ``train`` is the rest.
@@ -29,6 +31,7 @@ from facial_r1.facs import LABEL_ORDERS
 REQUIRED_COLUMNS = ("subDirectory_filePath", "expression", "valence", "arousal")
 BOX_COLUMNS = ("face_x", "face_y", "face_width", "face_height")
 NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no-face"}
+VA_NOT_RATED = -2.0  # AffectNet's valence/arousal value for "not rated"
 
 
 class AffectNetSource(Source):
@@ -81,6 +84,7 @@ class AffectNetSource(Source):
             return Drop("excluded_class", "contempt (classes=7)")
         if not 0 <= expression < len(self.label_order):
             raise SampleError("unknown_label", f"expression {expression} not in 0..10", row.file, row.line)
+        va = _va_target(valence, arousal, row)
         meta = {"valence": valence, "arousal": arousal, **self.origin(row)}
         if box is not None:
             meta["face_box"] = box
@@ -93,4 +97,17 @@ class AffectNetSource(Source):
             labels=[self.label_order[expression]],
             label_set=sorted(self.label_order),
             meta_info=meta,
+            valence=va[0],
+            arousal=va[1],
         )
+
+
+def _va_target(valence: float, arousal: float, row: Row) -> tuple[float | None, float | None]:
+    """(valence, arousal) as targets: both None when either is AffectNet's "not rated" (-2); else both in [-1, 1]."""
+    if VA_NOT_RATED in (valence, arousal):
+        return None, None
+    if not (-1.0 <= valence <= 1.0 and -1.0 <= arousal <= 1.0):
+        raise SampleError(
+            "malformed_line", f"valence/arousal ({valence}, {arousal}) outside [-1, 1]", row.file, row.line
+        )
+    return valence, arousal
