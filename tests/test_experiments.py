@@ -32,6 +32,8 @@ EXPECTED_STAGE = {
     "reward_ablation": "grpo",
     "grpo_qwen2_5_vl_7b": "grpo",
     "zero_shot": "evaluate",
+    "sft300_affect": "sft",
+    "sft300_affect_grpo": "grpo",
 }
 # Two optimizer steps of anything, no periodic validation, a 2-image final evaluation.
 BUDGET = [
@@ -140,6 +142,8 @@ def test_every_experiment_trains_the_stage_it_names(tmp_path, tiny_model_dir, su
         "stage.num_samples=all",
     )
     train("sft300_grpo_synth", *tiny, f"model.init_from={ran['pipeline_round2_sft'] / 'model'}")
+    affect = train("sft300_affect", *tiny)
+    train("sft300_affect_grpo", *tiny, f"model.init_from={affect / 'model'}")
     sft7b = train("sft_qwen2_5_vl_7b", *real)
     grpo7b = train("grpo_qwen2_5_vl_7b", *real)
     assert Path(_info(grpo7b)["init_from"]) == sft7b / "model"  # latest_sft of the same base model

@@ -173,6 +173,8 @@ def test_parsed_record() -> None:
         emotion="happiness",
         concluded_emotion="happiness",
         answer_labels_raw=["happiness"],
+        # The affect fields: a basic answer names one emotion, no compound; no level, no <va> block.
+        answer_emotions=frozenset({"happiness"}),
     )
     with pytest.raises(AttributeError):
         parsed.emotion = "fear"  # type: ignore[misc]

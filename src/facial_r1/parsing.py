@@ -25,6 +25,26 @@ A completion is expected to look like ``<think>reasoning</think><answer>emotion<
   label set and is not negated ("not sadness but happiness" -> happiness; "happiness rather than sadness" ->
   happiness). None when the reasoning names none.
 
+Affect outputs (only the affect prompts ask for them; other completions simply have none):
+
+* **AU intensity** (from the same text as the AUs): a parenthesised mention ``(AU12, D)``: the AU code, a comma,
+  colon or semicolon, an optional word "intensity", then one FACS letter A-E or a level 1-5, then ``)``. Spacing and
+  case are free ("( au 12 : d )"). A value that is not exactly one letter A-E or one digit 1-5 ("F", "0", "7",
+  "strong") is a parse failure for that AU, listed in ``intensity_errors`` and never in ``au_intensities``; so are
+  two different levels for one AU. A value that is another AU code ("(AU6, AU12)") is no intensity. Intensities
+  are kept only for AUs the reasoning affirms (in ``aus``).
+* **Valence/arousal**: the last closed ``<va>...</va>`` block (tags case-insensitive, spaces inside a tag allowed)
+  holding two numbers separated by a comma, semicolon or spaces, optionally named ("valence: 0.4, arousal -0.2").
+  Both must lie in [-1, 1]; anything else (a missing number, text, 1.5, "nan") sets ``va=None`` and ``va_error``
+  (``"malformed"`` / ``"out_of_range"``); no block at all is ``va=None, va_error=None``.
+* **Strict format with V/A** (``format_strict_va``): ``<think>T</think>``, optional whitespace, ``<answer>A</answer>``,
+  optional whitespace, ``<va>V</va>`` and nothing else, exactly these six tags (lowercase), and a valid V. The
+  plain strict format stays as it was: a completion with a ``<va>`` block is not ``format_strict``. Lenient with
+  V/A: lenient format plus a valid block opening after the answer block.
+* **Compound** of the answer: ``affect.normalize_compound`` - one of RAF-DB's 11 compound classes, written as
+  "happily surprised" (case, hyphens aside), reversed-adverb-free pairs like "happiness and surprise" accepted;
+  ``answer_emotions`` holds the basic emotions the answer names (one or two), for partial credit.
+
 Every function here is total (never raises on a ``str``) and linear-time: tags, mentions, clause boundaries and
 cues are each found by one pass of a precompiled pattern without nested quantifiers, and clause look-ups use
 binary search.
@@ -37,6 +57,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from facial_r1.affect import INTENSITY_LETTERS, answer_components, normalize_compound
 from facial_r1.facs import ACTION_UNITS, EMOTION_SYNONYMS, normalize_emotion, sort_aus
 
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
@@ -77,6 +98,17 @@ _POST_NEGATION = re.compile(
     re.IGNORECASE,
 )
 _POST_WINDOW = 40  # characters after a mention searched for "is not" / "absent"; keeps the work bounded
+# "(AU12, D)": the value is at most 12 characters, so a failed match never scans far.
+_AU_INTENSITY = re.compile(
+    r"\bAU[ \-]?0*([0-9]{1,3})\s*[,:;]\s*(?:intensity\s*)?([^\s,;:()]{1,12})\s*\)", re.IGNORECASE
+)
+_AU_LIKE = re.compile(r"^AU[ \-]?[0-9]+$", re.IGNORECASE)
+_VA_TAG = re.compile(r"<\s*(/?)\s*va\s*>", re.IGNORECASE)
+_NUMBER = r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+_VA_VALUES = re.compile(
+    rf"\s*(?:valence\s*[:=]?\s*)?{_NUMBER}\s*(?:[,;]\s*|\s+)(?:arousal\s*[:=]?\s*)?{_NUMBER}\s*",
+    re.IGNORECASE,
+)
 _LABEL_SPLIT = re.compile(r"[,;/|&+\n]|\b(?:or|and)\b", re.IGNORECASE)
 
 
@@ -99,6 +131,17 @@ class Parsed:
     answer_labels_raw: list[str] = field(
         default_factory=list
     )  # the answer split on , ; / "or" "and" (stripped)
+    # Affect outputs (module docstring): levels 1..5 of affirmed AUs, AUs whose stated level failed to parse,
+    au_intensities: dict[str, int] = field(default_factory=dict)
+    intensity_errors: list[str] = field(default_factory=list)
+    # the (valence, arousal) of the last valid <va> block, why it failed ("malformed" / "out_of_range"),
+    va: tuple[float, float] | None = None
+    va_error: str | None = None
+    format_strict_va: bool = False
+    format_lenient_va: bool = False
+    # and the answer read as a compound emotion (canonical name) and as the basic emotions it names.
+    compound: str | None = None
+    answer_emotions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -107,6 +150,8 @@ class _Blocks:
     answer: str | None
     strict: bool
     lenient: bool
+    answer_end: int | None = None  # end of the answer's closing tag
+    strict_prefix: bool = False  # the strict rules hold up to the answer's closing tag (text may follow)
 
 
 def _blocks(text: str) -> _Blocks:
@@ -123,25 +168,90 @@ def _blocks(text: str) -> _Blocks:
         if i < len(closes_t):
             think, think_end = text[t_open_end : closes_t[i]], closes_t[i] + len(THINK_CLOSE)
 
-    answer, answer_start = None, None
+    answer, answer_start, answer_end = None, None, None
     if closes_a:
         # The last opening tag that still has a closing tag after it; its block ends at the first such closing tag.
         j = bisect_right([e for _, e in opens_a], closes_a[-1]) - 1
         if j >= 0:
             a_start, a_end = opens_a[j]
             close = closes_a[bisect_left(closes_a, a_end)]
-            answer, answer_start = text[a_end:close], a_start
+            answer, answer_start, answer_end = text[a_end:close], a_start, close + len(ANSWER_CLOSE)
 
     filled = think is not None and answer is not None and bool(think.strip()) and bool(answer.strip())
     lenient = filled and answer_start >= think_end
-    strict = (
+    strict_prefix = (
         filled
         and [t for t, _, _ in tags] == [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
         and tags[0][1] == 0
-        and tags[3][2] == len(text)
         and not text[tags[1][2] : tags[2][1]].strip()
     )
-    return _Blocks(think, answer, strict, lenient)
+    strict = strict_prefix and tags[3][2] == len(text)
+    return _Blocks(think, answer, strict, lenient, answer_end, strict_prefix)
+
+
+def extract_intensities(text: str, aus: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """Stated levels of the AUs in ``aus``: ({code: level 1..5}, [codes whose value failed]), see module docstring."""
+    affirmed = set(aus)
+    levels: dict[str, int] = {}
+    failed: set[str] = set()
+    for m in _AU_INTENSITY.finditer(text):
+        code, value = f"AU{int(m.group(1))}", m.group(2)
+        if code not in affirmed or _AU_LIKE.match(value):
+            continue
+        level = _intensity_level(value)
+        if level is None or levels.get(code, level) != level:
+            failed.add(code)
+        else:
+            levels[code] = level
+    for code in failed:
+        levels.pop(code, None)
+    return {c: levels[c] for c in sort_aus(levels)}, sort_aus(failed)
+
+
+def _intensity_level(value: str) -> int | None:
+    if len(value) != 1:
+        return None
+    if value.upper() in INTENSITY_LETTERS:
+        return INTENSITY_LETTERS.index(value.upper()) + 1
+    return int(value) if value in "12345" else None
+
+
+def _va_block(text: str, blocks: _Blocks) -> tuple[tuple[float, float] | None, str | None, bool, bool]:
+    """(va, error, strict-with-va, lenient-with-va) of ``text`` (see module docstring)."""
+    tags = [(m.group(1) == "/", m.start(), m.end()) for m in _VA_TAG.finditer(text)]
+    closes = [s for closing, s, _ in tags if closing]
+    opens = [(s, e) for closing, s, e in tags if not closing]
+    if not closes:
+        return None, None, False, False
+    j = bisect_right([e for _, e in opens], closes[-1]) - 1
+    if j < 0:
+        return None, None, False, False
+    start, content_start = opens[j]
+    content_end = closes[bisect_left(closes, content_start)]
+    va, error = read_va(text[content_start:content_end])
+    lenient = (
+        va is not None and blocks.lenient and blocks.answer_end is not None and start >= blocks.answer_end
+    )
+    strict = (
+        va is not None
+        and blocks.strict_prefix
+        and len(tags) == 2
+        and not text[blocks.answer_end : start].strip()
+        and text[start:content_start] == "<va>"
+        and text[content_end:] == "</va>"
+    )
+    return va, error, strict, lenient
+
+
+def read_va(content: str) -> tuple[tuple[float, float] | None, str | None]:
+    """``"0.4, -0.2"`` -> ((0.4, -0.2), None); malformed -> (None, "malformed"); outside [-1, 1] -> "out_of_range"."""
+    m = _VA_VALUES.fullmatch(content)
+    if m is None:
+        return None, "malformed"
+    v, a = float(m.group(1)), float(m.group(2))
+    if not (-1.0 <= v <= 1.0 and -1.0 <= a <= 1.0):
+        return None, "out_of_range"
+    return (v, a), None
 
 
 def _negation_index(text: str) -> tuple[list[int], list[int], list[int]]:
@@ -236,6 +346,8 @@ def parse(
     blocks = _blocks(text)
     au_text = blocks.think if au_scope == "think" else text
     aus, unknown = extract_aus(au_text or "", drop_negated=drop_negated, map_au_names=map_au_names)
+    intensities, intensity_errors = extract_intensities(au_text or "", aus) if aus else ({}, [])
+    va, va_error, strict_va, lenient_va = _va_block(text, blocks)
     return Parsed(
         think=blocks.think,
         answer=blocks.answer,
@@ -246,4 +358,12 @@ def parse(
         emotion=normalize_emotion(blocks.answer, labels) if blocks.answer is not None else None,
         concluded_emotion=concluded_emotion(blocks.think, labels, drop_negated=drop_negated),
         answer_labels_raw=split_answer_labels(blocks.answer),
+        au_intensities=intensities,
+        intensity_errors=intensity_errors,
+        va=va,
+        va_error=va_error,
+        format_strict_va=strict_va,
+        format_lenient_va=lenient_va,
+        compound=normalize_compound(blocks.answer),
+        answer_emotions=answer_components(blocks.answer),
     )

@@ -16,6 +16,12 @@ the allowed labels are the record's own ``label_set`` as a plain comma list, nev
 dataset (empty ``label_set``, e.g. DISFA) is offered the project's eight emotion words (``facs.EMOTIONS``): the model
 still names the emotion its AUs point to, and the accuracy reward simply does not apply to such samples.
 A record with an empty ``au_vocab`` (an emotion-only dataset) gets the definitions of the prompt's 30 AUs.
+A labels line may also name ``{compounds}``: RAF-DB's 11 compound classes (``affect.COMPOUND_EMOTIONS``), offered to
+every record alike so that the prompt never tells which faces are compound.
+
+Affect prompts (``compact_affect_v1``) ask for levels inline and a ``<va>`` block; their synthesis block states the
+gold levels, valence/arousal and compound through the optional ``synthesis_intensities`` / ``synthesis_va`` /
+``synthesis_compound`` lines (None = left out, as in the basic prompts).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facial_r1.affect import COMPOUND_EMOTIONS, INTENSITY_LETTERS
 from facial_r1.facs import ACTION_UNITS, AU_VOCAB, EMOTIONS, au_number, sort_aus
 
 
@@ -50,7 +57,8 @@ class PromptTemplate:
     requirements: str
     question: str | None = None  # fixed question; None = the record's own ``question``
     system: str | None = None  # system message text; None = no system message
-    labels_line: str | None = "Allowed emotions: {labels}."  # {labels} = comma list; None = omit
+    # {labels} = the record's label set, {compounds} = the 11 compound names (comma lists); None = omit.
+    labels_line: str | None = "Allowed emotions: {labels}."
     include_au_definitions: bool = True
     au_definitions_header: str = "Action units you may cite:"
     au_definition_line: str = (
@@ -63,6 +71,9 @@ class PromptTemplate:
     synthesis_aus: str = "- The analysis must identify exactly these action units: {aus}."
     synthesis_no_aus: str = "- The face is at rest: describe it as relaxed and cite no action unit numbers."
     synthesis_emotion: str = "- The answer must be exactly: {emotion}."
+    synthesis_intensities: str | None = None  # {levels} = "AU1 C, AU12 D"; None = omit
+    synthesis_va: str | None = None  # {valence}, {arousal} with 2 decimals; None = omit
+    synthesis_compound: str | None = None  # {compound}; None = omit
     reflection_header: str = "Your previous response had problems. Previous response:"
     reflection_problems: str = "Problems:"
     reflection_instruction: str = "Write a corrected response that fixes every problem."
@@ -76,7 +87,8 @@ class PromptTemplate:
         """The instruction for ``record``: question, requirements, its allowed labels, AU definitions, example."""
         parts = [self.question or record.get("question") or "", self.requirements.strip()]
         if self.labels_line:
-            parts.append(self.labels_line.format(labels=", ".join(offered_labels(record))))
+            labels = ", ".join(offered_labels(record))
+            parts.append(self.labels_line.format(labels=labels, compounds=", ".join(COMPOUND_EMOTIONS)))
         if self.include_au_definitions:
             lines = [
                 self.au_definition_line.format(
@@ -99,6 +111,18 @@ class PromptTemplate:
             )
         if record.get("labels"):
             lines.append(self.synthesis_emotion.format(emotion=record["labels"][0]))
+        intensity = record.get("AU_intensity")
+        if self.synthesis_intensities and intensity:
+            levels = ", ".join(f"{au} {INTENSITY_LETTERS[level - 1]}" for au, level in intensity.items())
+            lines.append(self.synthesis_intensities.format(levels=levels))
+        if self.synthesis_va and record.get("valence") is not None and record.get("arousal") is not None:
+            lines.append(
+                self.synthesis_va.format(
+                    valence=f"{record['valence']:.2f}", arousal=f"{record['arousal']:.2f}"
+                )
+            )
+        if self.synthesis_compound and record.get("compound"):
+            lines.append(self.synthesis_compound.format(compound=record["compound"]))
         return "\n".join([self.synthesis_header, *lines]) if lines else ""
 
     def synthesis_text(self, record: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facial_r1.data.schema import DataError
 from facial_r1.data.sources.base import require_records
+from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS
 from facial_r1.evaluation.protocols import Protocol, mean_over_folds
@@ -232,9 +233,11 @@ def _mean_per_au(per_fold: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The numbers printed at the end: the headline keys that are logged, their intervals, sample count, REGE."""
+    """The numbers printed at the end: the headline keys that are logged, their intervals, sample count, REGE (the
+    affect keys only where this data defines them)."""
     judged = ("judge_score", "judge_score_ci") if "judge" in metrics else ()
     out = {k: metrics.get(k) for k in ("protocol", "num_samples", *HEADLINE_KEYS, "rege", *judged)}
+    out |= {k: metrics[k] for k in AFFECT_HEADLINE_KEYS if metrics.get(k) is not None}
     out[CI_KEY] = {k: v for k, v in (metrics.get(CI_KEY) or {}).items() if v is not None}
     if metrics.get("per_fold"):
         out["per_fold"] = [

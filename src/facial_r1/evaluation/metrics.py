@@ -17,6 +17,9 @@ decision the sample does not record - an AU in ``meta_info["unknown_aus"]`` (BP4
 :func:`facial_r1.rewards.base.masked_aus`; rows list them as ``masked_aus``. Emotion accuracy = correct / labelled
 samples; UAR = the mean per-class recall over the classes with gold samples. 95 % bootstrap intervals of these
 numbers: :mod:`facial_r1.evaluation.uncertainty`.
+
+The affect metrics (AU intensity ICC/MAE, valence/arousal CCC/RMSE/SAGR, compound accuracy/UAR) live in
+:mod:`facial_r1.evaluation.affect_metrics` and are merged into the same result.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import torch
 from torchmetrics.functional.text.rouge import rouge_score
 
+from facial_r1.evaluation.affect_metrics import affect_metrics, affect_row
 from facial_r1.facs import AU_EVAL_SUBSET, EMOTIONS, au_codes, normalize_au, sort_aus
 from facial_r1.parsing import Parsed, parse
 from facial_r1.rewards.base import Sample, gold_aus, gold_label, label_set_of, masked_aus
@@ -257,6 +261,10 @@ def compute_metrics(
     }
     metrics.update(emotion_metrics(emo_golds, emo_preds, metrics["emotion_classes"]))
     metrics["rege"] = rege(metrics)
+    # Beyond the paper: AU intensity, valence/arousal, compound (keys and conventions in affect_metrics).
+    intensity_aus = None if au_subset is None else resolve_au_subset(au_subset, [])
+    metrics.update(affect_metrics(samples, parsed, intensity_aus))
+    rows = [{**row, **affect_row(s, p)} for row, s, p in zip(rows, samples, parsed, strict=True)]
     if scored is not None:
         metrics["rewards"] = {
             k[: -len("/mean")]: v for k, v in scored.summary().items() if k.endswith("/mean")

@@ -1,7 +1,8 @@
 """Write an evaluation to a run folder (logging it to W&B / Trackio: :func:`facial_r1.tracking.media.log_evaluation`).
 
 Folder layout (``write_evaluation``): ``metrics.json``, ``predictions.jsonl`` (one row per sample),
-``confusion_matrix.png``, ``per_au_f1.png``.
+``confusion_matrix.png``, ``per_au_f1.png``; and, only when the evaluated samples carry that annotation,
+``va_scatter.png`` (valence/arousal) and ``au_intensity_confusion.png`` (AU intensity).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from facial_r1.evaluation.affect_plots import plot_intensity_confusion, plot_va_scatter
 from facial_r1.evaluation.plots import plot_confusion_matrix, plot_per_au_f1
 
 
@@ -40,6 +42,12 @@ def write_evaluation(
     labels = list(label_set) if label_set is not None else list(metrics.get("emotion_classes") or [])
     plot_confusion_matrix(rows, labels, paths["confusion_matrix"])
     plot_per_au_f1(metrics, paths["per_au_f1"])
+    if metrics.get("num_va_samples"):
+        paths["va_scatter"] = plot_va_scatter(rows, metrics, run_dir / "va_scatter.png")
+    if metrics.get("num_intensity_samples"):
+        paths["au_intensity_confusion"] = plot_intensity_confusion(
+            rows, metrics, run_dir / "au_intensity_confusion.png"
+        )
     return paths
 
 

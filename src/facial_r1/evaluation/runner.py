@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
 from facial_r1.evaluation.generate import generate_outputs
 from facial_r1.evaluation.metrics import HEADLINE_KEYS, compute_metrics
 from facial_r1.models.adapter import SamplingParams
@@ -36,8 +37,10 @@ def evaluate_records(
 
 
 def headline_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The headline numbers, namespaced (``val/emotion_acc``), skipping those undefined for this data (None).
+    """The headline numbers, namespaced (``val/emotion_acc``), skipping those undefined for this data (None); the
+    affect ones (``val/valence_ccc``, ...) only show for data with that annotation.
 
     (``report.scalar_metrics`` flattens *every* number, nested ones included, for the W&B summary.)
     """
-    return {f"{prefix}/{k}": float(metrics[k]) for k in HEADLINE_KEYS if metrics.get(k) is not None}
+    keys = (*HEADLINE_KEYS, *AFFECT_HEADLINE_KEYS)
+    return {f"{prefix}/{k}": float(metrics[k]) for k in keys if metrics.get(k) is not None}

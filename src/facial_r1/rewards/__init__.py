@@ -1,5 +1,6 @@
 """Verifiable rewards for GRPO: one class per signal, combined by :class:`CompositeReward`."""
 
+from facial_r1.rewards.affect import AUIntensityReward, CompoundAccuracyReward, ValenceArousalReward
 from facial_r1.rewards.base import RewardComponent
 from facial_r1.rewards.components import AUF1Reward, ConsistencyReward, EmotionAccuracyReward, FormatReward
 from facial_r1.rewards.composite import CompositeReward, RewardOutput
@@ -12,6 +13,8 @@ from facial_r1.rewards.official_paper import (
 
 __all__ = [
     "AUF1Reward",
+    "AUIntensityReward",
+    "CompoundAccuracyReward",
     "CompositeReward",
     "ConsistencyReward",
     "EmotionAccuracyReward",
@@ -24,4 +27,5 @@ __all__ = [
     "PaperWeightedReward",
     "RewardComponent",
     "RewardOutput",
+    "ValenceArousalReward",
 ]

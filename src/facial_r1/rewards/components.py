@@ -96,16 +96,23 @@ class EmotionAccuracyReward(RewardComponent):
 
 
 class FormatReward(RewardComponent):
-    """1 for the think-then-answer structure, strict (the whole completion) or lenient (see :mod:`parsing`)."""
+    """1 for the think-then-answer structure, strict (the whole completion) or lenient (see :mod:`parsing`).
+
+    With ``va=True`` (the affect prompts) the structure must end in a valid ``<va>valence, arousal</va>`` block
+    after the answer (``format_strict_va`` / ``format_lenient_va``); with ``va=False`` such a block breaks the
+    strict format, as before.
+    """
 
     name = "format"
 
-    def __init__(self, weight: float = 1.0, strict: bool = True):
+    def __init__(self, weight: float = 1.0, strict: bool = True, va: bool = False):
         super().__init__(weight)
-        self.strict = bool(strict)
+        self.strict, self.va = bool(strict), bool(va)
 
     def score(self, completion: str, sample: Sample) -> float | None:
         parsed = parse(completion, label_set=label_set_of(sample))
+        if self.va:
+            return float(parsed.format_strict_va if self.strict else parsed.format_lenient_va)
         return float(parsed.format_strict if self.strict else parsed.format_lenient)
 
 

@@ -16,6 +16,7 @@ from facial_r1.data.sources.fer2013 import Fer2013Source
 from facial_r1.data.sources.image_folder import ImageFolderSource
 from facial_r1.data.sources.jsonl import FacialR1JsonlSource
 from facial_r1.data.sources.rafdb import RafDbSource
+from facial_r1.data.sources.rafdb_compound import RafDbCompoundSource
 from facial_r1.data.sources.synthfaces import SynthFacesSource
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Fer2013Source",
     "ImageFolderSource",
     "LoadReport",
+    "RafDbCompoundSource",
     "RafDbSource",
     "SampleError",
     "SkippedItem",

@@ -17,7 +17,9 @@ are optional (None in ``meta_info`` when absent). Ids are ``<set>/<n>``; the row
 ``expression`` 0-7 are emotions (0 neutral, 1 happiness, 2 sadness, 3 surprise, 4 fear, 5 disgust, 6 anger,
 7 contempt); 8 none, 9 uncertain and 10 no-face are not expressions: those rows are left out and counted (reason
 ``not_an_expression``), not errors. With ``classes=7`` contempt rows are left out the same way (reason
-``excluded_class``), for the common AffectNet-7 protocol. Valence, arousal and the face box go to ``meta_info``.
+``excluded_class``), for the common AffectNet-7 protocol. Valence and arousal are the record's ``valence`` /
+``arousal`` targets (in [-1, 1]; AffectNet's -2 "not rated" gives None, other values outside [-1, 1] are errors)
+and stay in ``meta_info`` too, beside the face box.
 
 Splits: AffectNet's test set is not public, so its validation set is the test split (as in the literature); ``val``
 is a seeded ``val_fraction`` slice of training.csv and ``train`` is the rest.
@@ -42,6 +44,7 @@ REQUIRED_COLUMNS = ("subDirectory_filePath", "expression", "valence", "arousal")
 BOX_COLUMNS = ("face_x", "face_y", "face_width", "face_height")
 NON_EXPRESSIONS = {8: "none", 9: "uncertain", 10: "no-face"}
 LAYOUTS = ("auto", "csv", "npy")
+VA_NOT_RATED = -2.0  # AffectNet's valence/arousal value for "not rated"
 
 
 class AffectNetSource(Source):
@@ -119,6 +122,7 @@ class AffectNetSource(Source):
             return Drop("excluded_class", "contempt (classes=7)")
         if not 0 <= expression < len(self.label_order):
             raise SampleError("unknown_label", f"expression {expression} not in 0..10", row.file, row.line)
+        va = _va_target(valence, arousal, row)
         meta = {"valence": valence, "arousal": arousal, **self.origin(row)}
         if box is not None:
             meta["face_box"] = box
@@ -131,6 +135,8 @@ class AffectNetSource(Source):
             labels=[self.label_order[expression]],
             label_set=sorted(self.label_order),
             meta_info=meta,
+            valence=va[0],
+            arousal=va[1],
         )
 
     def _parse_npy(self, row: Row) -> dict[str, Any] | Drop:
@@ -143,14 +149,11 @@ class AffectNetSource(Source):
         for key, suffix in (("valence", "_val.npy"), ("arousal", "_aro.npy")):
             path = annotations / f"{stem}{suffix}"
             values[key] = _npy_number(path, row) if path.is_file() else None
-        data = {
-            "expression": str(int(expression)),
-            "valence": values["valence"],
-            "arousal": values["arousal"],
-        }
         drop = self._exclusion(int(expression), row)
         if drop is not None:
             return drop
+        rated = None not in values.values()
+        va = _va_target(values["valence"], values["arousal"], row) if rated else (None, None)
         images = annotations.parent / "images"
         candidates = [images / f"{stem}{ext}" for ext in IMAGE_EXTENSIONS]
         image = next((c for c in candidates if c.is_file()), candidates[0])
@@ -161,7 +164,8 @@ class AffectNetSource(Source):
             aus=None,
             labels=[self.label_order[int(expression)]],
             label_set=sorted(self.label_order),
-            meta_info={"valence": data["valence"], "arousal": data["arousal"], **self.origin(row)},
+            meta_info={"valence": values["valence"], "arousal": values["arousal"], **self.origin(row)},
+            **dict(zip(("valence", "arousal"), va, strict=True)),
         )
 
     def _exclusion(self, expression: int, row: Row) -> Drop | None:
@@ -189,3 +193,14 @@ def _npy_number(path: Path, row: Row) -> float:
 def _natural(name: str) -> tuple[int, str]:
     digits = re.match(r"\d+", name)
     return (int(digits.group()) if digits else -1, name)
+
+
+def _va_target(valence: float, arousal: float, row: Row) -> tuple[float | None, float | None]:
+    """(valence, arousal) as targets: both None when either is AffectNet's "not rated" (-2); else both in [-1, 1]."""
+    if VA_NOT_RATED in (valence, arousal):
+        return None, None
+    if not (-1.0 <= valence <= 1.0 and -1.0 <= arousal <= 1.0):
+        raise SampleError(
+            "malformed_line", f"valence/arousal ({valence}, {arousal}) outside [-1, 1]", row.file, row.line
+        )
+    return valence, arousal

@@ -66,6 +66,11 @@ FEATURES = datasets.Features(
         "label_set": _STRINGS,
         "au_vocab": _STRINGS,
         "meta_json": datasets.Value("string"),
+        # The optional affect targets of data/schema.py (null = not annotated).
+        "AU_intensity_json": datasets.Value("string"),
+        "valence": datasets.Value("float64"),
+        "arousal": datasets.Value("float64"),
+        "compound": datasets.Value("string"),
     }
 )
 

@@ -8,7 +8,9 @@ On disk::
                                                  frame_offset=-1 for frames numbered from 0)
 
 Every subject needs one file per AU of ``au_vocab`` (DISFA's 12 by default); files of other AUs are ignored. An
-AU occurs when its intensity >= ``threshold`` (2, the usual choice); intensities go to ``meta_info``. DISFA has no
+AU occurs when its intensity >= ``threshold`` (2, the usual choice). The intensities are the record's
+``AU_intensity`` target (every AU coded 1-5 = A-E, including those below the threshold; 0 = absent, left out) and
+stay in ``meta_info`` too. DISFA has no
 emotion labels (``labels=[]``). Splits are subject-exclusive folds (see :func:`subject_splits`): ``test`` = fold
 ``fold``, ``val`` = a seeded slice of the other folds' subjects, ``train`` = the rest.
 """
@@ -120,6 +122,7 @@ class DisfaSource(VideoAuSource):
             label_set=self.label_set,
             au_vocab=self.au_vocab,
             meta_info={"subject": subject, "frame": frame, "intensities": by_au, **self.origin(row)},
+            au_intensity={au: level for au, level in by_au.items() if level >= 1},
         )
 
 

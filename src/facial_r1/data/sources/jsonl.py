@@ -2,7 +2,9 @@
 
 One object per line with ``id``, ``dataset``, ``image`` (relative to ``image_root``; a list keeps its first entry
 and stores the rest in ``meta_info["extra_images"]``), ``question``, ``AUs``, ``labels``, ``description``,
-``meta_info`` and optional ``label_set`` / ``au_vocab``. Only ``id`` and ``image`` are required: a missing ``AUs``
+``meta_info`` and optional ``label_set`` / ``au_vocab`` and affect targets ``AU_intensity`` / ``valence`` /
+``arousal`` / ``compound`` (``data/schema.py``; an AU intensity outside the row's vocabulary or a value out of range
+is an error). Only ``id`` and ``image`` are required: a missing ``AUs``
 means "not annotated", a missing ``labels`` means "no emotion label". Label words and AU tokens are normalised
 (``"Happy"`` -> ``happiness``, ``"AU06"`` -> ``AU6``); a word outside the row's label set or an AU outside its
 vocabulary is an error. Rows with ``is_valid: false`` are left out (counted, not an error).
@@ -19,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from facial_r1.data.images import resolve_image
-from facial_r1.data.schema import DEFAULT_QUESTION, DataError, make_record
+from facial_r1.data.schema import DEFAULT_QUESTION, TARGET_FIELDS, DataError, check_targets, make_record
 from facial_r1.data.sources.base import Drop, Row, SampleError, Source, text_lines
 from facial_r1.data.sources.labels import check_aus, check_label_set, check_labels, vocab_codes
 from facial_r1.facs import AU_VOCAB, EMOTIONS
@@ -86,6 +88,7 @@ class FacialR1JsonlSource(Source):
             None if obj.get("AUs") is None else check_aus(_as_list(obj["AUs"], "AUs", row), au_vocab, **where)
         )
         labels = check_labels(_as_list(obj.get("labels") or [], "labels", row), label_set, **where)
+        targets = _targets(obj, au_vocab, row)
 
         images = obj["image"] if isinstance(obj["image"], list) else [obj["image"]]
         if not all(isinstance(i, str) for i in images):
@@ -108,7 +111,28 @@ class FacialR1JsonlSource(Source):
             label_set=label_set,
             au_vocab=au_vocab,
             meta_info=meta,
+            au_intensity=targets["AU_intensity"],
+            valence=targets["valence"],
+            arousal=targets["arousal"],
+            compound=targets["compound"],
         )
+
+
+def _targets(obj: dict[str, Any], au_vocab: Sequence[str], row: Row) -> dict[str, Any]:
+    """The row's optional affect targets, checked (``schema.check_targets``); bad ones name the file and line."""
+    try:
+        targets = check_targets(*(obj.get(key) for key in TARGET_FIELDS))
+    except ValueError as err:
+        raise SampleError("bad_field", str(err), row.file, row.line) from err
+    outside = [au for au in targets["AU_intensity"] or {} if au not in au_vocab]
+    if outside:
+        raise SampleError(
+            "unknown_au",
+            f"AU_intensity of {outside}, outside the AU vocabulary {list(au_vocab)}",
+            row.file,
+            row.line,
+        )
+    return targets
 
 
 def _as_list(value: Any, key: str, row: Row) -> list[Any]:

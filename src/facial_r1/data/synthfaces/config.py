@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from facial_r1.affect import COMPOUND_EMOTIONS, compound_components
 from facial_r1.facs import AU_VOCAB, EMOTION_PROTOTYPES, EMOTIONS
 
 # The AUs the renderer can draw: the 20 FABA AUs (a superset of DISFA-12 and BP4D-12).
@@ -69,6 +70,13 @@ class SynthFacesConfig:
     ``intensity_range`` (1..5 = FACS A..E) and applies the FACS coupling 26/27 -> 25. Label model: a share
     ``p_au_only`` of samples hide the emotion (``labels=[]``, like DISFA/BP4D) and ``p_emotion_only`` hide the AUs
     (``AUs=None``, like RAF-DB); the full truth always stays in ``meta_info``.
+
+    Affect targets (``data/schema.py``): every AU's level is the ``AU_intensity`` target (withheld with the AUs);
+    valence/arousal follow ``affect.expression_va`` (the emotion's circumplex anchor scaled by the mean AU level / 5)
+    plus Gaussian noise of std ``va_noise``, clipped to [-1, 1] and withheld with the emotion. A share
+    ``p_compound`` of samples are compound faces: a class of ``compounds`` (RAF-DB's 11) whose two prototypes are
+    blended (``sampling.sample_compound_expression``), labelled ``compound=<name>`` with ``labels=[]``. Both draw
+    from their own random streams, so ``p_compound=0`` leaves every image as it was.
     """
 
     image_size: int = 112  # output pixels (Qwen2.5-VL patch 14 x merge 2 -> 16 image tokens at 112)
@@ -88,6 +96,10 @@ class SynthFacesConfig:
     iod_frac: tuple[float, float] = (0.34, 0.37)
     p_glasses: float = 0.15
     p_hair: float = 0.85  # else bald
+    va_noise: float = 0.05  # std of the Gaussian noise on valence and arousal (0 = the exact mapping)
+    # Share of compound faces (two emotion prototypes blended, labelled with the compound).
+    p_compound: float = 0.0
+    compounds: tuple[str, ...] = COMPOUND_EMOTIONS  # compound classes drawn (uniformly) when p_compound > 0
     nuisance: NuisanceConfig = field(default_factory=NuisanceConfig)
 
     def __post_init__(self) -> None:
@@ -97,6 +109,7 @@ class SynthFacesConfig:
         self.au_vocab = tuple(int(a) for a in self.au_vocab)
         self.intensity_range = tuple(int(i) for i in _pair(self.intensity_range, "intensity_range"))
         self.contempt_sides = tuple(str(s) for s in self.contempt_sides)
+        self.compounds = tuple(str(c) for c in self.compounds)
         self.iod_frac = _pair(self.iod_frac, "iod_frac")
         self.validate()
 
@@ -117,7 +130,20 @@ class SynthFacesConfig:
             raise ValueError(
                 f"contempt_sides must be a non-empty subset of ('L', 'R'), got {self.contempt_sides}"
             )
-        for name in ("p_drop_au", "p_add_au", "p_au_only", "p_emotion_only", "p_glasses", "p_hair"):
+        unknown = [c for c in self.compounds if c not in COMPOUND_EMOTIONS]
+        if unknown or (self.p_compound > 0 and not self.compounds):
+            raise ValueError(
+                f"compounds must be a non-empty subset of {COMPOUND_EMOTIONS}, got unknown {unknown}"
+            )
+        missing = sorted(
+            {e for c in self.compounds for e in compound_components(c)} - set(EMOTION_PROTOTYPES)
+        )
+        if missing:  # pragma: no cover - every compound component has a prototype
+            raise ValueError(f"compound components without a prototype: {missing}")
+        if self.va_noise < 0:
+            raise ValueError(f"va_noise must be >= 0, got {self.va_noise}")
+        names = ("p_drop_au", "p_add_au", "p_au_only", "p_emotion_only", "p_glasses", "p_hair", "p_compound")
+        for name in names:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.p_au_only + self.p_emotion_only > 1.0:

@@ -4,7 +4,8 @@ Determinism: sample ``index`` of ``split`` under ``seed`` depends only on those 
 independent NumPy streams seeded with ``[seed, split_code, stream, index]``. Identities are per split: sample i
 shows identity ``i // expressions_per_identity`` of its split, whose id lives in the split's own range
 (``split_code * IDENTITY_STRIDE + k``) and whose looks come from the split's own stream, so train, val and test
-never share a person.
+never share a person. The affect additions draw from streams of their own (3: valence/arousal noise, 4: compound
+choice and its AU levels), so enabling them changes no other draw.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from facial_r1.affect import compound_components, expression_va
 from facial_r1.data.schema import make_record
 from facial_r1.data.synthfaces.config import SynthFacesConfig
 from facial_r1.data.synthfaces.identity import Identity, sample_identity
@@ -55,6 +57,9 @@ class SampleSpec:
     aus: ActiveAUs
     nuisance: Nuisance
     label_mode: str  # "full", "au_only" (labels withheld) or "emotion_only" (AUs withheld)
+    # A compound face's class (its ``emotion`` is then the compound's main emotion).
+    compound: str | None = None
+    va: tuple[float, float] = (0.0, 0.0)  # the face's valence and arousal (noise included)
 
 
 def split_code(split: str) -> int:
@@ -92,6 +97,34 @@ def sample_expression(rng: np.random.Generator, emotion: str, config: SynthFaces
     )
 
 
+def sample_compound_expression(
+    rng: np.random.Generator, compound: str, config: SynthFacesConfig
+) -> ActiveAUs:
+    """Both components' canonical AU sets blended, at levels in ``intensity_range``, then the couplings.
+
+    Where two AUs conflict (``CONFLICTS``: "disgustedly surprised" pairs disgust's chin raiser 17 with surprise's
+    jaw drop 26) the modifier's (the adverb's) AU is dropped, so the main emotion keeps its full prototype. No AU is
+    dropped or added at random: the blend is the signal.
+    """
+    modifier, main = compound_components(compound)
+    chosen = set(EMOTION_PROTOTYPES[main])
+    for au in EMOTION_PROTOTYPES[modifier]:
+        if not any({au, b} in CONFLICTS for b in chosen):
+            chosen.add(au)
+    low, high = config.intensity_range
+    levels = rng.integers(low, high + 1, size=len(chosen)).tolist()
+    return couple({au: (lv, None) for au, lv in zip(sorted(chosen), levels, strict=True)})
+
+
+def sample_va(
+    rng: np.random.Generator, emotions: tuple[str, ...], aus: ActiveAUs, config: SynthFacesConfig
+) -> tuple[float, float]:
+    """``affect.expression_va`` of the face plus N(0, va_noise) per axis, clipped to [-1, 1], 3 decimals."""
+    v, a = expression_va(emotions, [level for level, _ in aus.values()])
+    noise = rng.normal(0.0, config.va_noise, size=2) if config.va_noise > 0 else np.zeros(2)
+    return tuple(round(float(np.clip(x + n, -1.0, 1.0)), 3) for x, n in zip((v, a), noise, strict=True))
+
+
 def sample_spec(
     index: int, split: str = "train", seed: int = 0, config: SynthFacesConfig | None = None
 ) -> SampleSpec:
@@ -108,9 +141,19 @@ def sample_spec(
     if u < cfg.p_au_only + cfg.p_emotion_only:
         mode = "au_only" if u < cfg.p_au_only else "emotion_only"
     nuisance = sample_nuisance(np.random.default_rng([seed, code, 2, index]), cfg.nuisance)
+    compound = None
+    if cfg.p_compound > 0:
+        crng = np.random.default_rng([seed, code, 4, index])
+        if crng.random() < cfg.p_compound:
+            compound = cfg.compounds[int(crng.integers(len(cfg.compounds)))]
+            emotion = compound_components(compound)[1]
+            aus = sample_compound_expression(crng, compound, cfg)
+    va_emotions = compound_components(compound) if compound else (emotion,)
+    va = sample_va(np.random.default_rng([seed, code, 3, index]), va_emotions, aus, cfg)
     return SampleSpec(
-        f"{DATASET}-{split}-{seed}-{index:06d}", split, seed, index, identity, emotion, aus, nuisance, mode
-    )
+        f"{DATASET}-{split}-{seed}-{index:06d}", split, seed, index, identity, emotion, aus, nuisance, mode,
+        compound, va,
+    )  # fmt: skip
 
 
 def render_spec(spec: SampleSpec, config: SynthFacesConfig | None = None) -> tuple[Image.Image, bytes | None]:
@@ -138,6 +181,9 @@ def spec_record(spec: SampleSpec, image: str, config: SynthFacesConfig | None = 
         "index": spec.index,
         "label_mode": spec.label_mode,
         "emotion": spec.emotion,
+        "compound": spec.compound,
+        "valence": spec.va[0],
+        "arousal": spec.va[1],
         "aus": {
             f"AU{a}": {"intensity": level, "letter": INTENSITY_LETTERS[level], "side": side}
             for a, (level, side) in sorted(spec.aus.items())
@@ -146,15 +192,23 @@ def spec_record(spec: SampleSpec, image: str, config: SynthFacesConfig | None = 
         "identity": spec.identity.to_dict(),
         "nuisance": spec.nuisance.to_dict(),
     }
+    aus_shown, emotion_shown = spec.label_mode != "emotion_only", spec.label_mode != "au_only"
     return make_record(
         id=spec.id,
         dataset=DATASET,
         image=image,
-        aus=None if spec.label_mode == "emotion_only" else [f"AU{a}" for a in sorted(coded)],
-        labels=[] if spec.label_mode == "au_only" else [spec.emotion],
+        aus=[f"AU{a}" for a in sorted(coded)] if aus_shown else None,
+        labels=[spec.emotion] if emotion_shown and spec.compound is None else [],
         label_set=cfg.emotions,
         au_vocab=cfg.au_vocab,
         meta_info=meta,
+        # Every drawn AU of the vocabulary, also those below label_min_intensity (as DISFA codes level 1).
+        au_intensity={f"AU{a}": level for a, (level, _) in spec.aus.items() if a in cfg.au_vocab}
+        if aus_shown
+        else None,
+        valence=spec.va[0] if emotion_shown else None,
+        arousal=spec.va[1] if emotion_shown else None,
+        compound=spec.compound if emotion_shown else None,
     )
 
 

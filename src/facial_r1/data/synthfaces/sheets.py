@@ -53,13 +53,14 @@ def contact_sheet(
     index = 0
     while sum(len(v) for v in chosen.values()) < min(n, quota * len(cfg.emotions)) and index < 200 * n:
         spec = sample_spec(index, split, seed, cfg)
-        if len(chosen[spec.emotion]) < quota:
+        # A compound face's main emotion may lie outside cfg.emotions.
+        if spec.emotion in chosen and len(chosen[spec.emotion]) < quota:
             chosen[spec.emotion].append(spec)
         index += 1
     specs = [s for e in cfg.emotions for s in chosen[e]][:n]
     tiles = []
     for spec in specs:
-        emotion, aus = spec.emotion, au_caption(spec.aus)
+        emotion, aus = spec.compound or spec.emotion, au_caption(spec.aus)
         if spec.label_mode == "au_only":
             emotion = f"[{emotion}]"
         elif spec.label_mode == "emotion_only":

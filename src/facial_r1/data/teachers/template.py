@@ -12,6 +12,11 @@ Gaps in a record are filled, documented here:
 - ``labels=[]`` (AU-only data such as DISFA): the conclusion names the offered label whose prototype has the highest
   Jaccard similarity with the AUs (ties: first in the label set; an empty AU set matches neutral best).
 - Neither: ``ValueError`` (nothing to ground the text on).
+- ``compound`` set (a compound face, ``labels=[]``): the conclusion and answer name the compound ("sadly angry").
+
+Affect outputs (``intensities=True`` / ``va=True``, for the affect prompt ``compact_affect_v1``): each AU clause
+ends in its gold FACS letter, "(AU12, D)" (an AU without a coded level keeps "(AU12)"), and the gold valence and
+arousal follow the answer as ``<va>0.42, -0.10</va>`` (two decimals; left out when the record has none).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from facial_r1.affect import INTENSITY_LETTERS
 from facial_r1.data.prompts import PromptTemplate, load_prompts, offered_labels
 from facial_r1.data.schema import DEFAULT_QUESTION
 from facial_r1.data.teachers.noise import TeacherNoise, stable_rng
@@ -114,7 +120,8 @@ class TemplateTeacher:
     """Deterministic AU-grounded reasoning from gold labels, optionally with :class:`TeacherNoise`.
 
     ``phrasing="varied"`` picks among a few templates per sentence; ``"fixed"`` always uses the first (the most
-    regular text, e.g. for ablations on how much phrasing variety the tiny model can absorb).
+    regular text, e.g. for ablations on how much phrasing variety the tiny model can absorb). ``intensities`` and
+    ``va`` add the affect outputs (module docstring).
     """
 
     def __init__(
@@ -122,15 +129,19 @@ class TemplateTeacher:
         seed: int = 0,
         noise: TeacherNoise | Mapping[str, float] | None = None,
         phrasing: Literal["varied", "fixed"] = "varied",
+        intensities: bool = False,
+        va: bool = False,
     ) -> None:
         if phrasing not in ("varied", "fixed"):
             raise ValueError(f"phrasing must be 'varied' or 'fixed', got {phrasing!r}")
         self.seed = seed
         self.noise = noise if isinstance(noise, TeacherNoise) else TeacherNoise(**(noise or {}))
         self.phrasing = phrasing
+        self.intensities, self.va = bool(intensities), bool(va)
 
     def __repr__(self) -> str:
-        return f"TemplateTeacher(seed={self.seed}, noise={self.noise}, phrasing={self.phrasing!r})"
+        affect = f", intensities={self.intensities}, va={self.va}" if self.intensities or self.va else ""
+        return f"TemplateTeacher(seed={self.seed}, noise={self.noise}, phrasing={self.phrasing!r}{affect})"
 
     def _pick(self, options: Sequence[str], record_id: str, slot: str) -> str:
         if self.phrasing == "fixed":
@@ -141,13 +152,14 @@ class TemplateTeacher:
         """The (AUs, emotion) the text will state before noise, and where each came from."""
         labels = offered_labels(record)
         aus, gold = record.get("AUs"), record.get("labels") or []
-        if aus is None and not gold:
+        compound = record.get("compound")
+        if aus is None and not gold and not compound:
             raise ValueError(f"record {record.get('id')!r} has neither AUs nor an emotion label to describe")
-        emotion = gold[0] if gold else best_matching_emotion(aus, labels)
+        emotion = gold[0] if gold else compound or best_matching_emotion(aus, labels)
         if aus is None:
             aus = au_codes(EMOTION_PROTOTYPES.get(emotion, ()))
         info = {"au_source": "gold" if record.get("AUs") is not None else "prototype"}
-        info["emotion_source"] = "gold" if gold else "prototype_match"
+        info["emotion_source"] = "gold" if gold else ("compound" if compound else "prototype_match")
         return list(aus), emotion, info
 
     def describe_with_info(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -161,7 +173,11 @@ class TemplateTeacher:
         else:
             applied = {"omitted": [], "hallucinated": [], "wrong_emotion": None}
         info.update(applied, aus=aus, emotion=emotion)
-        return self.render(aus, emotion, record_id), info
+        levels = (record.get("AU_intensity") or {}) if self.intensities else None
+        va = None
+        if self.va and record.get("valence") is not None and record.get("arousal") is not None:
+            va = (float(record["valence"]), float(record["arousal"]))
+        return self.render(aus, emotion, record_id, levels=levels, va=va), info
 
     def describe(self, record: dict[str, Any]) -> str:
         """``<think>...</think><answer>...</answer>`` for ``record`` (no whitespace outside the tags)."""
@@ -171,14 +187,24 @@ class TemplateTeacher:
         """:meth:`describe` for each record, with a progress bar unless ``progress=False``."""
         return [self.describe(r) for r in tqdm(records, desc="teacher", disable=not progress)]
 
-    def render(self, aus: Sequence[str], emotion: str, record_id: str = "") -> str:
-        """The text stating exactly ``aus`` (any order, canonical codes) and ``emotion``."""
+    def render(
+        self,
+        aus: Sequence[str],
+        emotion: str,
+        record_id: str = "",
+        levels: Mapping[str, int] | None = None,
+        va: tuple[float, float] | None = None,
+    ) -> str:
+        """The text stating exactly ``aus`` (any order, canonical codes) and ``emotion``; with ``levels`` each AU
+        that has one is cited as "(AU12, D)", with ``va`` a ``<va>`` block follows the answer."""
         numbers = sorted({au_number(a) for a in aus}, key=lambda n: (_FACE_ORDER + (n,)).index(n))
         clauses = []
         for n in numbers:
             known = ACTION_UNITS.get(n)
             variants = (known.appearance, _ALT_APPEARANCE[n]) if known else (f"action unit {n} is active",)
-            clauses.append(f"{self._pick(variants, record_id, f'au{n}')} (AU{n})")
+            level = (levels or {}).get(f"AU{n}")
+            code = f"AU{n}, {INTENSITY_LETTERS[level - 1]}" if level else f"AU{n}"
+            clauses.append(f"{self._pick(variants, record_id, f'au{n}')} ({code})")
         if clauses:
             observed = self._pick(_OPENERS, record_id, "opener").format(obs=_join(clauses))
             observed = observed[0].upper() + observed[1:]
@@ -186,20 +212,26 @@ class TemplateTeacher:
             observed = self._pick(_RELAXED, record_id, "relaxed")
         conclusions = _NEUTRAL_CONCLUSIONS if emotion == "neutral" else _CONCLUSIONS
         conclusion = self._pick(conclusions, record_id, "conclusion").format(emotion=emotion)
-        return f"<think>{observed} {conclusion}</think><answer>{emotion}</answer>"
+        text = f"<think>{observed} {conclusion}</think><answer>{emotion}</answer>"
+        return text if va is None else f"{text}<va>{va[0]:.2f}, {va[1]:.2f}</va>"
 
 
 def build_sft_records(
     records: Sequence[dict[str, Any]], n: int | Literal["all"], seed: int = 0, teacher: Any = None
 ) -> list[dict[str, Any]]:
-    """Pick ``n`` records that carry both AUs (possibly ``[]``) and an emotion label, and set their ``description``.
+    """Pick ``n`` records that carry both AUs (possibly ``[]``) and an emotion (or compound) label, and set their
+    ``description``.
 
     Selection is a seeded random sample (``"all"`` = every eligible record), returned in the input order; asking for
     more than exist raises. ``teacher`` is anything with ``describe(record) -> str | None`` (its ``describe_many`` is used when it has one;
     default: a clean :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher skipping invalid output)
     are dropped with a warning. Inputs are not modified.
     """
-    eligible = [i for i, r in enumerate(records) if r.get("AUs") is not None and r.get("labels")]
+    eligible = [
+        i
+        for i, r in enumerate(records)
+        if r.get("AUs") is not None and (r.get("labels") or r.get("compound"))
+    ]
     if n == "all":
         chosen = eligible
     elif isinstance(n, int) and 0 <= n <= len(eligible):
@@ -221,12 +253,18 @@ def build_sft_records(
     return out
 
 
+# The prompts whose text trains the tiny model's tokenizer. Frozen on purpose: the corpus is part of the tiny model's
+# cache key, so a new prompt file would otherwise rebuild the default model (new vocabulary, new initialisation) and
+# move every recorded result. Byte-level BPE encodes any later prompt all the same (in a few more tokens).
+TOKENIZER_PROMPTS = ("compact_v1", "full_v1")
+
+
 def tokenizer_corpus(
     n: int = 2000, seed: int = 0, prompts: Sequence[PromptTemplate] | None = None
 ) -> list[str]:
     """Representative project text for training the tiny model's byte-level BPE.
 
-    Contains: every prompt (``prompts``, default all of ``conf/prompt/*.yaml``) rendered as user, synthesis and
+    Contains: every prompt (``prompts``, default the :data:`TOKENIZER_PROMPTS` of ``conf/prompt/``) rendered as user, synthesis and
     reflection text for each known label set and AU vocabulary; every AU phrase; and ``n`` template-teacher
     descriptions of random AU sets (0-6 AUs over all of ``facs.ACTION_UNITS``) and emotions (all of ``EMOTIONS``),
     with varied phrasing.
@@ -244,7 +282,9 @@ def tokenizer_corpus(
     label_sets = [list(EMOTIONS), [], *map(list, LABEL_ORDERS.values())]
     vocabs = [[], *(au_codes(v) for v in AU_VOCAB.values())]
     noisy = TemplateTeacher(seed=seed, noise=TeacherNoise(0.5, 0.5, 0.5))
-    for template in prompts if prompts is not None else load_prompts().values():
+    if prompts is None:
+        prompts = [t for name, t in load_prompts().items() if name in TOKENIZER_PROMPTS]
+    for template in prompts:
         if template.system_text:
             texts.append(template.system_text)
         for k in range(max(len(label_sets), len(vocabs))):
