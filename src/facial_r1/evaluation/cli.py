@@ -41,6 +41,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     adapter = instantiate(cfg.model, init_from=init_from)
     if torch.cuda.is_available():
         adapter.model.to("cuda")
+    engine = instantiate(cfg.rollout, policy=adapter)  # rollout=hf (default) | vllm
     prompt = instantiate(cfg.prompt)
     reward = instantiate(cfg.reward)
     params = SamplingParams(
@@ -57,6 +58,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         batch_size=int(cfg.batch_size),
         params=params,
         desc=f"evaluate {cfg.split}",
+        engine=engine,
     )
     metrics, rows = compute_metrics(records, outputs, au_subset=cfg.au_subset, reward=reward)
     if cfg.get("judge"):

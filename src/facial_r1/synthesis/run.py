@@ -159,6 +159,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
             cfg.model, init_from=str(plan.model_folder), path=None, device=_device(cfg.get("device"))
         )
         adapter.model.eval()
+        engine = instantiate(cfg.rollout, policy=adapter)  # rollout=hf (default) | vllm
         params = _sampling_params(cfg.generation, cfg.seed)
         checker = make_checker(plan.checks)
         bar = tqdm(total=len(plan.eligible), initial=done, desc=f"synthesis r{plan.data_round}",
@@ -174,6 +175,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
                     params,
                     int(cfg.max_retries),
                     stats,
+                    engine,
                 )
                 store.append(accepted, rejected)  # durable before the next batch starts
                 session["samples"] += len(accepted) + len(rejected)
@@ -216,6 +218,7 @@ def _synthesize_chunk(
     params: SamplingParams,
     max_retries: int,
     stats: GenerationStats,
+    engine: Any | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One batch -> (accepted rows, rejected rows). An unreadable image rejects its sample instead of stopping the
     run: a crash would recur at the same batch on every resume."""
@@ -230,7 +233,9 @@ def _synthesize_chunk(
         except DataError as err:
             log.warning("rejecting %s: %s", sample_key(record), err)
             broken.append(error_row(record, plan.provenance, str(err)))
-    outcomes = synthesize_batch(adapter, readable, images, plan.prompt, checker, params, max_retries, stats)
+    outcomes = synthesize_batch(
+        adapter, readable, images, plan.prompt, checker, params, max_retries, stats, engine=engine
+    )
     accepted = [accepted_row(o, plan.provenance) for o in outcomes if o.accepted]
     return accepted, [rejected_row(o, plan.provenance) for o in outcomes if not o.accepted] + broken
 

@@ -187,12 +187,12 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _build_stage(cfg, adapter, prompt, reward, splits):
+    from hydra.utils import instantiate
+
     from facial_r1.training.data import StageData
 
     stage = cfg.stage
     if stage.name == "sft":
-        from hydra.utils import instantiate
-
         from facial_r1.data.teachers.template import build_sft_records
         from facial_r1.training.sft import SFTModule
 
@@ -216,6 +216,7 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
             val_records=splits["val"],
             au_subset=cfg.eval_au_subset,
             resample_records=train_records,
+            engine=instantiate(cfg.rollout, policy=adapter),  # rollout=hf (default) | vllm
         )
         batch_size = int(stage.prompts_per_step)
     log.info("%s: %d training records", stage.name, len(train_records))
@@ -250,6 +251,9 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
         batch_size=int(final.batch_size),
         max_new_tokens=int(final.max_new_tokens),
         desc=f"final eval ({final.split})",
+        engine=getattr(
+            trainer.lightning_module, "engine", None
+        ),  # GRPO's rollout engine, synced to the weights
     )
     metrics["split"] = final.split
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
