@@ -24,11 +24,11 @@ def evaluate(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from facial_r1.lineage import resolve_init_from
+    from facial_r1.runtime import set_threads
     from facial_r1.tracking.loggers import build_loggers, finish_loggers
     from facial_r1.tracking.media import log_evaluation
     from facial_r1.tracking.naming import run_identity
-    from facial_r1.training.lineage import resolve_init_from
-    from facial_r1.training.run import set_threads
 
     set_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)

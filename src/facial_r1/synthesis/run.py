@@ -84,7 +84,7 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
     from hydra.utils import instantiate
 
     from facial_r1.data.sources import build_source
-    from facial_r1.training.lineage import read_card
+    from facial_r1.lineage import read_card
 
     model_folder = _resumed_model(cfg.model, previous) or resolve_source_model(
         cfg.model, cfg.paths.output_root
@@ -125,8 +125,8 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
     from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
+    from facial_r1.runtime import set_threads
     from facial_r1.synthesis.review import write_review_html
-    from facial_r1.training.run import set_threads
 
     started = time.time()
     set_threads(cfg)
