@@ -39,10 +39,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
+    from facial_r1.runtime import set_threads
     from facial_r1.tracking.loggers import build_loggers, finish_loggers
     from facial_r1.tracking.media import log_evaluation
     from facial_r1.tracking.naming import run_identity
-    from facial_r1.training.run import set_threads
 
     set_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -58,12 +58,16 @@ def evaluate(cfg: DictConfig) -> float | None:
     adapters: dict[str, Any] = {}  # one load per distinct export
     results = []
     for fold, path, (source, records) in zip(folds, paths, splits, strict=True):
-        adapter = adapters.get(str(path))
-        if adapter is None:
-            adapter = adapters[str(path)] = _load_model(cfg, path)
+        if str(path) not in adapters:
+            adapter = _load_model(cfg, path)
+            adapters[str(path)] = (
+                adapter,
+                instantiate(cfg.rollout, policy=adapter),
+            )  # rollout=hf (default) | vllm
+        adapter, engine = adapters[str(path)]
         fold_dir = run_dir if fold is None else run_dir / f"fold_{fold}"
         results.append(
-            _evaluate_split(cfg, protocol, fold, source, records, adapter, prompt, reward, fold_dir)
+            _evaluate_split(cfg, protocol, fold, source, records, adapter, engine, prompt, reward, fold_dir)
         )
     if len(results) == 1:
         metrics, rows, _ = results[0]
@@ -96,7 +100,7 @@ def evaluate(cfg: DictConfig) -> float | None:
 def _load_model(cfg: DictConfig, path: Any):
     from hydra.utils import instantiate
 
-    from facial_r1.training.lineage import resolve_init_from
+    from facial_r1.lineage import resolve_init_from
 
     model_cfg = OmegaConf.merge(cfg.model, {"path": path})
     init_from = resolve_init_from(model_cfg, str(cfg.paths.output_root))
@@ -118,7 +122,9 @@ def load_split(cfg: DictConfig, fold: int | None) -> tuple[Any, list[dict[str, A
     return source, records
 
 
-def _evaluate_split(cfg, protocol: Protocol, fold, source, records, adapter, prompt, reward, out_dir: Path):
+def _evaluate_split(
+    cfg, protocol: Protocol, fold, source, records, adapter, engine, prompt, reward, out_dir: Path
+):
     started = time.time()
     params = SamplingParams(
         max_new_tokens=int(cfg.max_new_tokens),
@@ -129,7 +135,13 @@ def _evaluate_split(cfg, protocol: Protocol, fold, source, records, adapter, pro
     )
     desc = f"evaluate {cfg.split}" + ("" if fold is None else f" fold {fold}")
     outputs = generate_outputs(
-        adapter, records, prompt.user_text, batch_size=int(cfg.batch_size), params=params, desc=desc
+        adapter,
+        records,
+        prompt.user_text,
+        batch_size=int(cfg.batch_size),
+        params=params,
+        desc=desc,
+        engine=engine,
     )
     if hasattr(
         reward, "prepare"
