@@ -60,7 +60,7 @@ def _inputs(adapter, args):
 
 def _baseline(adapter, batch, ids, index):
     """The log-prob pass before completion-only logits (kept here as the comparison)."""
-    from facial_r1.grpo.objective import token_logprobs_from_logits
+    from facial_r1.models.logprobs import token_logprobs_from_logits
     from facial_r1.models.qwen2_5_vl import expand_prompt_inputs
 
     rows = expand_prompt_inputs(batch.inputs, index)
@@ -72,14 +72,14 @@ def _baseline(adapter, batch, ids, index):
         "pixel_values": rows["pixel_values"],
         "image_grid_thw": rows["image_grid_thw"],
     }
-    full["position_ids"] = adapter._rope(full)
+    full["position_ids"] = adapter.family.position_ids(adapter.base_model, full)
     logits = adapter.model(**full, use_cache=False).logits[:, P - 1 : P - 1 + T]
     logits = logits.index_fill(-1, torch.tensor(adapter.suppress_ids), -1e4)
     return token_logprobs_from_logits(logits, ids)
 
 
 def worker(args) -> None:
-    from facial_r1.models.qwen2_5_vl import Qwen25VLAdapter
+    from facial_r1.models.qwen2_5_vl import Qwen25VLAdapter  # a Policy over the Qwen2.5-VL family
 
     pin_threads()
     adapter = Qwen25VLAdapter(

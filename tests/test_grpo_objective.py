@@ -19,9 +19,8 @@ from facial_r1.grpo.objective import (
     group_advantages,
     grpo_loss,
     kl_estimate,
-    token_entropy_from_logits,
-    token_logprobs_from_logits,
 )
+from facial_r1.models.logprobs import token_entropy_from_logits, token_logprobs_from_logits
 
 EPS = 1e-4
 nan = float("nan")

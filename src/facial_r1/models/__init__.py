@@ -1,1 +1,1 @@
-"""Model family adapters. Everything Qwen2.5-VL-specific lives in :mod:`facial_r1.models.qwen2_5_vl`."""
+"""Models: one file per family (:mod:`facial_r1.models.qwen2_5_vl`), the family-neutral :mod:`~facial_r1.models.policy`."""

@@ -88,7 +88,7 @@ class TokenizedSFTBatch:
 
 @runtime_checkable
 class VLMAdapter(Protocol):
-    """What a model family must provide. :class:`facial_r1.models.qwen2_5_vl.Qwen25VLAdapter` implements it."""
+    """What a model family must provide. :class:`facial_r1.models.policy.Policy` implements it over a model family (:mod:`facial_r1.models.qwen2_5_vl`)."""
 
     model: torch.nn.Module
     # Called at each decoding step with "this rank is finished", returns "every rank is finished" (set under

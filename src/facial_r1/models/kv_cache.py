@@ -3,7 +3,7 @@
 Why: transformers' ``DynamicLayer.update`` grows the cache with ``torch.cat([past, new])``, which copies every past
 key and value at every decoding step. In our rollout the prompt is prefilled once per prompt and the cache is then
 expanded to the G samples, so each step copied B x G rows x (prompt + t) positions per layer: with a 635-token prompt
-that ``torch.cat`` was ~29 % of ``Qwen25VLAdapter.generate``. Once the prefill is done and the cache expanded, the
+that ``torch.cat`` was ~29 % of the ``hf`` engine's decode loop. Once the prefill is done and the cache expanded, the
 final length is known (prompt + ``max_new_tokens``), so :func:`preallocate` moves each layer into a buffer of that
 length; :meth:`PreallocatedLayer.update` then writes the new keys/values in place and returns views up to the filled
 length. The attention sees exactly the same keys, values and lengths as with ``DynamicLayer`` (the same

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from PIL import Image
+
+from facial_r1.models.adapter import Rollout, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -14,3 +17,17 @@ class RolloutPrompt:
 
     chat_text: str
     image: Image.Image
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What samples completions for GRPO, evaluation and synthesis (``rollout`` config group).
+
+    ``generate`` takes raw prompts (chat text + image) and returns a :class:`~facial_r1.models.adapter.Rollout`
+    whose ``logprobs`` are the sampling-time log-probs under the temperature-scaled policy; ``sync`` is called after
+    every optimizer step so the engine samples from the updated policy.
+    """
+
+    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams) -> Rollout: ...
+
+    def sync(self, policy) -> None: ...

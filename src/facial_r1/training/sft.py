@@ -1,7 +1,7 @@
 """Stage 1: supervised fine-tuning on teacher-written reasoning, as a LightningModule.
 
 The loss is token cross-entropy on the assistant turn only (reasoning, answer and the end-of-turn token); prompt,
-image and padding tokens carry label -100 (see ``Qwen25VLAdapter.encode_sft``).
+image and padding tokens carry label -100 (see ``Qwen25VLFamily.encode_sft``).
 """
 
 from __future__ import annotations
