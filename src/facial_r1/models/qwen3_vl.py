@@ -1,6 +1,6 @@
 """Qwen3-VL: the second model family (a local 2B/4B/8B checkpoint folder, or the tiny one from ``models/tiny.py``).
 
-What differs from Qwen2.5-VL, and where it is handled:
+:class:`Qwen3VLFamily` is :class:`~facial_r1.models.qwen2_5_vl.Qwen25VLFamily` with its own processor. What differs from Qwen2.5-VL, and where it is handled:
 
 - 16 px patches (32 px units after the 2 x 2 merge), normalised with mean = std = 0.5: the folder's
   ``preprocessor_config.json``, read by the same ``Qwen2VLImageProcessorPil`` (no torchvision);
@@ -18,13 +18,15 @@ can be shared by G completions exactly as for Qwen2.5-VL.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import AutoProcessor, AutoTokenizer, Qwen3VLConfig
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
-from facial_r1.models.processor import read_chat_template
+from facial_r1.models.processor import read_chat_template, save_processor
+from facial_r1.models.qwen2_5_vl import Qwen25VLFamily
 
 STANDARD_PROCESSOR_CLASS = "Qwen3VLProcessor"
 
@@ -63,3 +65,36 @@ def load_processor(
     processor = ImageOnlyQwen3VLProcessor(image_processor, tokenizer, chat_template=chat_template)
     AutoProcessor.register(Qwen3VLConfig, ImageOnlyQwen3VLProcessor, exist_ok=True)
     return processor
+
+
+class Qwen3VLFamily(Qwen25VLFamily):
+    """Encoding and positions of Qwen3-VL: chat text, prompt/SFT encoding, 3-D positions and their continuation over
+    completions, suppressed vision tokens, LoRA targets (``language_model.layers.N`` linears) and shard units
+    (vision blocks + decoder layers; the DeepStack mergers stay with the root) are Qwen2.5-VL's, inherited."""
+
+    model_type = "qwen3_vl"
+
+    def load_processor(
+        self, folder: str | Path, min_pixels: int | None = None, max_pixels: int | None = None
+    ) -> ImageOnlyQwen3VLProcessor:
+        check_model_type(folder, self.model_type)
+        self.processor = load_processor(folder, min_pixels=min_pixels, max_pixels=max_pixels)
+        self.processor.tokenizer.padding_side = "left"
+        return self.processor
+
+    def save_processor(self, path: str | Path) -> None:
+        save_processor(self.processor, path, processor_class=STANDARD_PROCESSOR_CLASS)
+
+
+def check_model_type(folder: str | Path, expected: str) -> None:
+    """Refuse a local folder of another family: its processor would encode prompts its model does not expect
+    (e.g. 14 px patches for a 16 px tower), or fail far from the cause."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        return  # a hub id: transformers resolves it, and its own checks apply
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != expected:
+        raise ValueError(
+            f"{config}: model_type is {model_type!r}, but model.family is the {expected} family; pick the model "
+            f"config of that checkpoint's family (conf/model/), or a {expected} folder"
+        )
