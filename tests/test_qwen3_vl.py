@@ -267,6 +267,45 @@ def test_a_folder_of_another_family_is_refused(tiny_model_dir):
         Policy(family=Qwen3VLFamily(), path=str(tiny_model_dir), dtype="float32")
 
 
+# --------------------------------------------------------------------------- published architectures
+
+
+@pytest.mark.parametrize(
+    ("arch", "text", "vision"),
+    [  # (hidden, layers, heads, kv heads, intermediate, tied), (depth, hidden, DeepStack blocks)
+        ("qwen3_vl_2b", (2048, 28, 16, 8, 6144, True), (24, 1024, [5, 11, 17])),
+        ("qwen3_vl_4b", (2560, 36, 32, 8, 9728, True), (24, 1024, [5, 11, 17])),
+        ("qwen3_vl_8b", (4096, 36, 32, 8, 12288, False), (27, 1152, [8, 16, 24])),
+    ],
+)
+def test_published_architectures_load_as_transformers_reads_them(arch, text, vision):
+    from transformers import Qwen3VLConfig
+
+    from facial_r1.models.reduced import published_config
+
+    config = Qwen3VLConfig(**published_config(arch))
+    t, v = config.text_config, config.vision_config
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == text[:4]
+    assert (t.intermediate_size, config.tie_word_embeddings, t.head_dim, t.vocab_size) == (
+        *text[4:],
+        128,
+        151936,
+    )
+    assert t.rope_parameters["mrope_section"] == [24, 20, 20] and t.rope_parameters["rope_theta"] == 5000000
+    assert (v.depth, v.hidden_size, list(v.deepstack_visual_indexes)) == vision
+    assert (v.patch_size, v.out_hidden_size, v.num_position_embeddings) == (16, t.hidden_size, 2304)
+
+
+def test_reduced_depth_keeps_deepstack_inside_both_towers():
+    from facial_r1.models.reduced import _reduce_qwen3_vl, published_config
+
+    config, model_class, image_processor = _reduce_qwen3_vl(published_config("qwen3_vl_4b"), 2, 4)
+    assert model_class.__name__ == "Qwen3VLForConditionalGeneration"
+    assert config.text_config.num_hidden_layers == 2 and config.text_config.hidden_size == 2560
+    assert config.vision_config.depth == 4 and list(config.vision_config.deepstack_visual_indexes) == [0, 1]
+    assert (image_processor.patch_size, list(image_processor.image_mean)) == (16, [0.5, 0.5, 0.5])
+
+
 # --------------------------------------------------------------------------- end to end
 
 
