@@ -185,3 +185,77 @@ def make_bp4d(
         for row in rows:
             write_image(root / "frames" / subject / "T1" / f"{row[0]:04d}.jpg")
     return root
+
+
+def make_faba_published(parent: Path, n_eval: int = 3) -> Path:
+    """FABA-Instruct as EmoLA publishes it: ``<parent>/FABAInstruct/`` with image paths relative to ``<parent>``
+    (``FABAInstruct/images/...``); eval files with ``label`` (an AU string; an emotion id or name) and ``gpt4``."""
+    root = parent / "FABAInstruct"
+    train = [
+        faba_item(i, "The person looks happy.", image=f"FABAInstruct/images/train_{i}.jpg") for i in range(4)
+    ]
+    au_eval = [
+        {"image": f"FABAInstruct/images/au_{i}.jpg", "id": f"a{i}", "label": "1, 2, 4", "gpt4": "AU1, AU2 and AU4.",
+         "landmark": f"FABAInstruct/landmarks/au_{i}.npy"}
+        for i in range(n_eval)
+    ]  # fmt: skip
+    emotion_eval = [
+        {"image": "FABAInstruct/images/emo_0.jpg", "id": "e0", "label": 3, "gpt4": "The face shows anger."},
+        {"image": "FABAInstruct/images/emo_1.jpg", "id": "e1", "label": "0", "gpt4": "A happy face."},
+        {"image": "FABAInstruct/images/emo_2.jpg", "id": "e2", "label": "Sadness", "gpt4": "A sad face."},
+    ]
+    files = {
+        "train/train_emotion_anno.json": train,
+        "train/train_au_anno.json": [
+            faba_item(9, "AU12 is present.", image="FABAInstruct/images/train_9.jpg")
+        ],
+        "eval/eval_au_anno.json": au_eval,
+        "eval/eval_emotion_anno.json": emotion_eval,
+    }
+    for rel, items in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(items, indent=2))
+        for item in items:
+            write_image(parent / item["image"])
+    return root
+
+
+def make_affectnet_npy(root: Path, sets: dict[str, list[int]] | None = None, as_text: bool = True) -> Path:
+    """AffectNet's per-image release: ``<set>/images/<n>.jpg`` + ``<set>/annotations/<n>_{exp,val,aro}.npy``."""
+    import numpy as np
+
+    sets = sets or {"train_set": [0, 1, 2, 3, 4, 5, 6, 7, 1, 2], "val_set": [0, 1, 7, 9]}
+    for set_name, codes in sets.items():
+        for n, code in enumerate(codes):
+            write_image(root / set_name / "images" / f"{n}.jpg")
+            ann = root / set_name / "annotations"
+            ann.mkdir(parents=True, exist_ok=True)
+            np.save(ann / f"{n}_exp.npy", np.array(str(code) if as_text else code))
+            np.save(ann / f"{n}_val.npy", np.array("0.25" if as_text else 0.25))
+            np.save(ann / f"{n}_aro.npy", np.array("-0.5" if as_text else -0.5))
+    return root
+
+
+FER_FOLDERS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def make_fer_folders(root: Path, per_class: int = 3) -> Path:
+    """FER2013's image release: ``train/<class>/`` and ``test/<class>/``, no ``val/``."""
+    for split in ("train", "test"):
+        for k, name in enumerate(FER_FOLDERS):
+            for i in range(per_class):
+                write_image(root / split / name / f"{split}_{k}_{i}.png", shade=10 * k + i, size=48)
+    return root
+
+
+def make_icml_csv(root: Path) -> Path:
+    """``icml_face_data.csv``: the Kaggle challenge file, header ``emotion, Usage, pixels`` (spaces included)."""
+    pixels = " ".join(str(i % 256) for i in range(48 * 48))
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["emotion, Usage, pixels"] + [
+        f"{i % 7},{usage},{pixels}"
+        for i, usage in enumerate(["Training"] * 4 + ["PublicTest", "PrivateTest"] * 2)
+    ]
+    (root / "icml_face_data.csv").write_text("\n".join(lines) + "\n")
+    return root

@@ -257,7 +257,7 @@ def test_train_help_lists_the_groups():
 
 
 def test_num_threads_auto_respects_omp_and_caps_the_cores():
-    from facial_r1.training.run import AUTO_MAX_THREADS, resolve_threads
+    from facial_r1.runtime import AUTO_MAX_THREADS, resolve_threads
 
     assert resolve_threads(None) is None  # torch's own default
     assert resolve_threads(3, env={"OMP_NUM_THREADS": "1"}) == 3  # an explicit count wins

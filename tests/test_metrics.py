@@ -202,3 +202,29 @@ def test_macro_matches_torchmetrics_when_every_au_has_support() -> None:
     )  # BASIC7 indices, 7 = invalid
     acc = MulticlassAccuracy(num_classes=8, average="micro")(predicted, gold).item()
     assert e["emotion_acc"] == pytest.approx(acc)
+
+
+def test_unknown_aus_are_masked_not_absent() -> None:
+    """BP4D code 9 and AUs outside a sample's au_vocab leave every count; other samples are scored as usual."""
+    coded9 = {**rec(1, ["AU1"]), "meta_info": {"unknown_aus": ["AU2"]}}
+    narrow = {**rec(2, ["AU1"]), "au_vocab": ["AU1", "AU4"]}  # this dataset does not code AU2
+    plain = rec(3, ["AU2"])
+    outputs = [out("AU1 AU2"), out("AU1 AU2"), out("AU2")]
+    m, rows = compute_metrics([coded9, narrow, plain], outputs, au_subset=["AU1", "AU2"])
+    # AU1: tp 2; AU2: only sample 3 records it, tp 1 -> both F1 1 (unmasked, samples 1-2 would add 2 false positives)
+    assert m["au_f1_per_au"] == {"AU1": 1.0, "AU2": 1.0}
+    assert m["au_f1_micro"] == 1.0 and m["au_hallucination_rate"] == 0.0
+    assert [r["masked_aus"] for r in rows] == [["AU2"], ["AU2"], []]
+    unmasked = [{**s, "meta_info": {}, "au_vocab": []} for s in (coded9, narrow, plain)]
+    m2, _ = compute_metrics(unmasked, outputs, au_subset=["AU1", "AU2"])
+    assert m2["au_f1_per_au"]["AU2"] == pytest.approx(0.5)  # tp 1, fp 2
+
+
+def test_emotion_only_and_au_only_samples_stay_out_of_the_other_metrics() -> None:
+    samples = [rec(1, ["AU1"]), rec(2, None, ["happiness"])]
+    outputs = [out("AU1", "sadness"), out("AU4", "happiness")]
+    m, _ = compute_metrics(samples, outputs)
+    assert m["num_au_samples"] == 1 and m["au_f1_micro"] == 1.0  # the emotion-only sample's AU4 is not an FP
+    assert (
+        m["num_emotion_samples"] == 1 and m["emotion_acc"] == 1.0
+    )  # the AU-only sample's answer is not scored

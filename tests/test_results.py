@@ -181,8 +181,8 @@ def test_markdown_and_csv_files(runs_root, tmp_path):
     text = paths["markdown"].read_text()
     assert "## Mean ± std over seeds" in text and "## Runs" in text
     # variant column (the evaluation's limit=500), empty for the GRPO group
-    assert "| sft300_grpo | grpo | au_acc_format | test (n=500) |  | 0 1 | 0.600 ± 0.141 |" in text
-    assert "| zero_shot | zero-shot | - | test (n=500) |" in text
+    assert "| sft300_grpo | grpo | au_acc_format | - | test (n=500) |  | 0 1 | 0.600 ± 0.141 |" in text
+    assert "| zero_shot | zero-shot | - | - | test (n=500) |" in text
     assert "Not comparable" not in text  # every row evaluated on the same split and size
     with paths["runs_csv"].open() as f:
         runs = list(csv.DictReader(f))
@@ -295,3 +295,23 @@ def test_results_refuse_to_mix_judges(tmp_path: Path, other: dict, capsys) -> No
         results.write_results(rows, tmp_path / "out")
     assert results.main([str(root)]) == 2
     assert "different judges" in capsys.readouterr().err and not (root / "results.md").exists()
+
+
+def test_protocol_and_intervals_in_the_tables(tmp_path):
+    ci = {"emotion_acc": [0.46, 0.54], "au_f1_macro": None}
+    make_run(tmp_path, "a", task="evaluate", model_path="/m", protocol="rafdb", ci95=ci)
+    make_run(tmp_path, "b", task="evaluate", model_path="/m", protocol="official")
+    rows = results.collect([tmp_path])
+    assert sorted(r["protocol"] for r in rows) == ["official", "rafdb"]
+    assert len(results.group_rows(rows)) == 2  # different protocols are never pooled
+    rafdb = next(r for r in rows if r["protocol"] == "rafdb")
+    assert (rafdb["emotion_acc_ci_low"], rafdb["emotion_acc_ci_high"]) == (0.46, 0.54)
+    assert "au_f1_macro_ci_low" not in rafdb
+    markdown = results.to_markdown(rows)
+    assert "0.500 ± 0.040" in markdown and "| rafdb |" in markdown
+    paths = results.write_results(rows, tmp_path / "out")
+    with paths["runs_csv"].open() as f:
+        written = {r["protocol"]: r for r in csv.DictReader(f)}
+    assert (
+        written["rafdb"]["emotion_acc_ci_high"] == "0.54" and written["official"]["emotion_acc_ci_low"] == ""
+    )

@@ -80,8 +80,8 @@ def test_au_f1(completion: str, gold, kwargs: dict, expected: float) -> None:
 def test_au_f1_not_applicable_and_vocab() -> None:
     assert one(AUF1Reward(), cot("AU12"), sample(aus=None)) is None
     s = sample(aus=("AU12",), au_vocab=("AU1", "AU12"))
-    assert one(AUF1Reward(), cot("AU7 and AU12"), s) == pytest.approx(2 / 3)
-    assert one(AUF1Reward(restrict_to_vocab=True), cot("AU7 and AU12"), s) == 1.0
+    assert one(AUF1Reward(), cot("AU7 and AU12"), s) == 1.0  # AU7 is not coded by this dataset: masked
+    assert one(AUF1Reward(restrict_to_vocab=False), cot("AU7 and AU12"), s) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         AUF1Reward(scope="answer")
     with pytest.raises(ValueError):
@@ -348,3 +348,76 @@ def test_huge_and_repeated_tag_completions() -> None:
         "<think>" + "\u212a😀" * 50_000 + "</think><answer>" + "happy, " * 5_000 + "</answer>",
     ]
     _check_range(huge, [sample()] * len(huge))
+
+
+def test_au_f1_unknown_is_not_absent() -> None:
+    """BP4D code 9 ("not coded"): naming that AU costs nothing; before masking it cost F1 1.0 -> 0.889."""
+    coded9 = dict(sample(aus=("AU1", "AU2", "AU4", "AU6")), meta_info={"unknown_aus": ["AU12"]})
+    completion = cot("AU1 AU2 AU4 AU6 AU12")
+    assert one(AUF1Reward(), completion, coded9) == 1.0
+    assert one(AUF1Reward(restrict_to_vocab=False), completion, coded9) == pytest.approx(8 / 9)
+    # a real miss still costs: gold AU1 unpredicted, the uncoded AU12 still ignored
+    assert one(AUF1Reward(), cot("AU2 AU4 AU6 AU12"), coded9) == pytest.approx(2 * 3 / 7)
+
+
+# --- the paper-era official reward (reward=official_paper) ------------------------------------------------------
+
+
+def test_levenshtein_ratio_and_cleaning_by_hand() -> None:
+    from facial_r1.rewards.official_paper import levenshtein_ratio, paper_clean
+
+    assert levenshtein_ratio("sadness", "happiness") == pytest.approx(0.625)  # LCS "aness": 2*5 / 16
+    assert levenshtein_ratio("kitten", "sitting") == pytest.approx(8 / 13)  # python-Levenshtein's 0.6153846
+    assert levenshtein_ratio("", "") == 1.0 and levenshtein_ratio("abc", "") == 0.0
+    assert paper_clean("<think>x</think><answer>a</answer><answer> Happiness.</answer>") == "happiness"
+    assert paper_clean("Happy\nface \nnow") == "happy face now"
+
+
+def test_official_paper_accuracy_by_hand() -> None:
+    from facial_r1.rewards import OfficialPaperAccuracyReward
+
+    acc = OfficialPaperAccuracyReward()
+    assert one(acc, cot("x", "Sadness."), sample(labels=("happiness",))) == pytest.approx(0.625)
+    assert one(acc, cot("x", "HAPPINESS"), sample(labels=("happiness",))) == 1.0
+    assert (
+        one(acc, "happiness", sample(labels=("happiness",))) == 1.0
+    )  # no answer block: the whole completion
+    assert one(acc, cot("x", "sadness"), sample(labels=())) == 0.5
+
+
+def paper_records():
+    rows = [("a1", ["AU1"], ["happiness"]), ("a2", ["AU1", "AU2"], ["happiness"]), ("a3", None, ["sadness"])]
+    return [{**sample(aus=aus, labels=labels), "id": i, "dataset": "d"} for i, aus, labels in rows]
+
+
+def test_inverse_au_frequency_weights_by_hand() -> None:
+    from facial_r1.rewards.official_paper import paper_weights
+
+    # AU1 seen twice, AU2 once: inverse frequencies 3/2 and 3 -> normalised 1/3 and 2/3 (up to the 1e-6 smoothing).
+    # Raw weights 1/3, 1, 0 (no AUs: 0 instead of the published crash); min-max -> 1/3, 1, 0; x 10.
+    assert paper_weights(paper_records()) == pytest.approx([10 / 3, 10.0, 0.0], abs=1e-4)
+    same = [{**r, "AUs": ["AU1"]} for r in paper_records()]
+    assert paper_weights(same) == [0.0, 0.0, 0.0]  # one raw weight for all: (w - min) / 1 = 0, as published
+
+
+def test_official_paper_preset_weights_every_reward_before_the_clamp() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(
+        config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"
+    ):
+        reward = instantiate(compose("train", overrides=["reward=official_paper", "stage=grpo"]).reward)
+    records = paper_records()
+    with pytest.raises(ValueError, match="prepare"):
+        reward([cot("AU1", "happiness")], records[:1])
+    reward.prepare(records)
+    perfect = "<think>AU1 AU2</think><answer>happiness</answer>"
+    out = reward([cot("AU1", "happiness"), perfect, cot("AU1", "sadness"), cot("AU1", "sadness")], [*records, {
+        **records[2], "labels": []}])  # fmt: skip
+    # a1 (weight 10/3): AU 1, accuracy 1, format 1 -> 10; a2 (weight 10): 30 -> clamped to 10
+    assert out.per_component["official_au"][:2] == pytest.approx([10 / 3, 10.0], abs=1e-3)
+    assert out.total[0] == pytest.approx(10.0, abs=1e-3) and out.total[1] == 10.0
+    # a3 (weight 0, no gold AUs): everything weighted to 0; without a label the 0.5 stays unweighted
+    assert out.total[2] == 0.0 and out.total[3] == 0.5
+    assert out.per_component["official_paper_accuracy"][3] == 0.5

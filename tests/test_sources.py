@@ -224,10 +224,15 @@ def test_image_folder_plain_and_class_layouts(tmp_path):
     for split, cls in (("train", "happy"), ("train", "Sad"), ("test", "angry")):
         write_image(tmp_path / "classes" / split / cls / "x.jpg")
     classes = ImageFolderSource(tmp_path / "classes", class_folders=True)
-    assert sorted(r["labels"][0] for r in classes.records("train")) == ["happiness", "sadness"]
+    # no val/ folder: val is a seeded slice of train/ (at least one image), train the rest
+    train_and_val = classes.records("train") + classes.records("val")
+    assert sorted(r["labels"][0] for r in train_and_val) == ["happiness", "sadness"]
+    assert len(classes.records("val")) == 1
     assert classes.records("test")[0]["labels"] == ["anger"]
-    with pytest.raises(DataError, match="no folder for split 'val'"):
-        classes.load("val")
+    (tmp_path / "classes" / "val").mkdir()
+    (tmp_path / "classes" / "train").rename(tmp_path / "classes" / "training")
+    with pytest.raises(DataError, match="no folder for split 'train'"):
+        ImageFolderSource(tmp_path / "classes", class_folders=True).load("train")
 
 
 def test_records_roundtrip_through_arrow(tmp_path):

@@ -16,6 +16,7 @@ from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources import FacialR1JsonlSource
 from facial_r1.evaluation.metrics import compute_metrics
 from facial_r1.facs import EMOTIONS
+from facial_r1.lineage import EXPORT_CARD
 from facial_r1.models.adapter import SamplingParams
 from facial_r1.rewards import ConsistencyReward
 from facial_r1.synthesis.checks import CheckConfig, set_f1, triple_check
@@ -25,7 +26,6 @@ from facial_r1.synthesis.review import main as review_main
 from facial_r1.synthesis.rounds import DatasetTeacher, SynthRoundsSource, latest_export, trained_round
 from facial_r1.synthesis.run import accepted_row, rejected_row, resolve_source_model
 from facial_r1.synthesis.store import RunStore, read_jsonl
-from facial_r1.training.lineage import EXPORT_CARD
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PROMPT = load_prompts()["compact_v1"]

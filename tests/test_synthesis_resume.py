@@ -128,10 +128,14 @@ def test_run_records_rejects_with_reasons(tmp_path, monkeypatch):
     assert {r["meta_info"]["synthesis"]["round"] for r in read_jsonl(run / "rejected.jsonl")} == {4}
 
 
-def test_an_unreadable_image_rejects_its_sample_and_the_run_goes_on(tmp_path):
+def test_an_unreadable_image_rejects_its_sample_and_the_run_goes_on(tmp_path, monkeypatch):
     cfg = compose_synthesis(tmp_path, "limit=4")
     (tmp_path / "data" / "img" / "train1.png").write_bytes(b"not an image")
     run = tmp_path / "run"
+    with pytest.raises(DataError, match=r"train.jsonl:2: cannot decode image"):  # found when the split loads
+        run_synthesis(cfg, run)
+    # An image that breaks after loading (here: the load-time check switched off) is rejected by the engine.
+    monkeypatch.setattr(FacialR1JsonlSource, "image_check", "none")
     assert run_synthesis(cfg, run) == 0.75
     (row,) = read_jsonl(run / "rejected.jsonl")
     assert row["id"] == "train001" and "cannot decode" in row["meta_info"]["synthesis"]["error"]

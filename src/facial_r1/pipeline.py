@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facial_r1.lineage import EXPORT_CARD
 from facial_r1.synthesis.store import MANIFEST
-from facial_r1.training.lineage import EXPORT_CARD
 
 log = logging.getLogger("facial_r1.pipeline")
 

@@ -7,10 +7,15 @@ SynthFACS test split by default) or an ``evaluate.py`` run (stage ``zero-shot`` 
 
 Written to ``--out`` (default: the first root):
 
-* ``results.csv``: one row per run, :data:`RUN_COLUMNS`;
+* ``results.csv``: one row per run, :data:`RUN_COLUMNS` (with each metric's 95 % bootstrap interval,
+  ``<metric>_ci_low`` / ``<metric>_ci_high``, where the run's metrics.json has one);
 * ``results_grouped.csv``: one row per group of runs that differ only in their seed (same experiment, stage,
   reward, held-out split and size, and remaining command-line overrides), each metric's mean and sample std;
-* ``results.md``: both tables, the grouped one first with ``mean ± std`` cells.
+* ``results.md``: both tables, the grouped one first with ``mean ± std`` cells (std over seeds), the per-run one
+  with ``value ± half-width`` of the run's 95 % bootstrap interval (``evaluate.py``'s ``ci95``).
+
+``protocol`` is the evaluation protocol metrics.json names (``evaluate.py protocol=...``; ``-`` for runs that name
+none): runs evaluated under different protocols are never one group.
 
 Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``experiment`` group, else ``run_name``;
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
@@ -60,8 +65,27 @@ HEADERS = {  # Markdown column titles
     "judge_score": "judge score",
     "wall_time_s": "wall s",
 }
-IDENTITY = ("experiment", "stage", "reward", "split", "n_eval", "variant")  # a group = these equal, any seed
-RUN_COLUMNS = ("run", *IDENTITY[:3], "seed", *IDENTITY[3:], *METRICS, "judge", "global_step", "path")
+IDENTITY = (
+    "experiment",
+    "stage",
+    "reward",
+    "protocol",
+    "split",
+    "n_eval",
+    "variant",
+)  # a group: equal, any seed
+CI_COLUMNS = tuple(f"{m}_ci_{end}" for m in METRICS if m != "wall_time_s" for end in ("low", "high"))
+RUN_COLUMNS = (
+    "run",
+    *IDENTITY[:3],
+    "seed",
+    *IDENTITY[3:],
+    *METRICS,
+    *CI_COLUMNS,
+    "judge",
+    "global_step",
+    "path",
+)
 # The paper's ablation order; other experiments follow alphabetically.
 ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
          "sft300_grpo_synth", "reward_ablation")  # fmt: skip
@@ -69,7 +93,7 @@ STAGE_ORDER = ("zero-shot", "eval", "sft", "grpo")
 # Overrides that say nothing about the method: where things were written and which exact folder a stage started from.
 _BOOKKEEPING = ("paths.", "hydra.", "model.init_from", "dataset.runs", "dataset.files", "ckpt_path", "run_name",
                 "logger", "trainer.enable_progress_bar", "dataset.progress", "progress")  # fmt: skip
-_NAMED = ("experiment", "+experiment", "stage", "reward", "seed")
+_NAMED = ("experiment", "+experiment", "stage", "reward", "seed", "protocol")
 
 
 # ---- reading runs -------------------------------------------------------------------------------------------------
@@ -122,6 +146,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "experiment": choices.get("experiment") or _select(config, "run_name") or stage,
         "stage": stage,
         "reward": choices.get("reward", "-") if stage == "grpo" else "-",
+        "protocol": metrics.get("protocol") or "-",
         "seed": _select(config, "seed"),
         "split": metrics.get("split"),
         "n_eval": metrics.get("num_samples"),
@@ -131,6 +156,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "path": str(run_dir),
     }
     row.update({key: _number(metrics.get(key)) for key in METRICS})
+    intervals = metrics.get("ci95") or {}
+    for key in METRICS:
+        # the judge writes its own interval (judge_score_ci); the others are evaluate.py's ci95
+        interval = metrics.get("judge_score_ci") if key == "judge_score" else intervals.get(key)
+        if isinstance(interval, list) and len(interval) == 2:
+            row[f"{key}_ci_low"], row[f"{key}_ci_high"] = _number(interval[0]), _number(interval[1])
     return row
 
 
@@ -235,6 +266,14 @@ def _cell(mean: float | None, std: float | None, metric: str) -> str:
     return _fmt(mean, metric) if std is None else f"{_fmt(mean, metric)} ± {_fmt(std, metric)}"
 
 
+def _ci_cell(row: dict[str, Any], metric: str) -> str:
+    """``value ± half-width`` of the run's 95 % interval (the interval may be asymmetric: the CSV has both ends)."""
+    low, high = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
+    if row.get(metric) is None or low is None or high is None:
+        return _fmt(row.get(metric), metric)
+    return f"{_fmt(row[metric], metric)} ± {_fmt((high - low) / 2, metric)}"
+
+
 def _table(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |" for line in lines]
@@ -248,7 +287,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
     common = _common_overrides(rows)
     shown = {id(r): " ".join(o for o in r["variant"].split() if o not in common) for r in [*rows, *groups]}
     show_variant = any(shown.values())
-    ident = ["experiment", "stage", "reward", "held-out", *(["variant"] if show_variant else [])]
+    ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else [])]
     lines = ["# Results", ""]
     # The judge column only where some run was judged (most are not); check_one_judge guarantees a single judge.
     judges = sorted({str(r["judge"]) for r in rows if r.get("judge_score") is not None})
@@ -266,6 +305,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 g["experiment"],
                 g["stage"],
                 g["reward"],
+                g["protocol"],
                 f"{g['split']} (n={g['n_eval']})",
                 *([shown[id(g)]] if show_variant else []),
                 g["seeds"],
@@ -283,16 +323,19 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 r["experiment"],
                 r["stage"],
                 r["reward"],
+                r["protocol"],
                 f"{r['split']} (n={r['n_eval']})",
                 *([shown[id(r)]] if show_variant else []),
                 r["seed"],
-                *(_fmt(r[m], m) for m in metrics),
+                *(_ci_cell(r, m) for m in metrics),
             ]  # fmt: skip
             for r in rows
         ),
     )
-    lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions; AU F1 is over the AUs "
-              "present in the gold labels. Run folders: `results.csv` (column `path`).", ""]  # fmt: skip
+    lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions; AU F1 is over the "
+              "protocol's AUs (without one: the AUs present in the gold labels). Grouped table: mean ± sample std "
+              "over seeds. Runs table: value ± half-width of the run's 95 % bootstrap interval where it has one. "
+              "Run folders: `results.csv` (column `path`).", ""]  # fmt: skip
     if judges:
         lines[-1:-1] = [
             f"Judge score: mean reasoning score 1-10 given by `{judges[0]}` (model | rubric | server)."

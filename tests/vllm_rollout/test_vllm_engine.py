@@ -116,14 +116,14 @@ def test_sync_follows_the_policy_and_restores(engine, hf_adapter, prompt_set):
     before = engine.generate(prompts, params)
     try:
         model.load_state_dict(_perturbed_state(model))
-        engine.sync(model.state_dict().items())
+        engine.load_weights(model.state_dict().items())
         ours, ref = engine.generate(prompts, params), hf_adapter.generate(batch, params)
         assert not torch.equal(ref.completion_ids, before.completion_ids), "the perturbation changed nothing"
         assert torch.equal(ours.completion_ids, ref.completion_ids)
         assert masked_max_diff(ours.logprobs, ref.logprobs, ref.completion_mask) < LOGPROB_TOL
     finally:
         model.load_state_dict(original)
-        engine.sync(model.state_dict().items())
+        engine.load_weights(model.state_dict().items())
     restored = engine.generate(prompts, params)
     assert torch.equal(restored.completion_ids, before.completion_ids)
     assert torch.equal(restored.completion_ids, hf_adapter.generate(batch, params).completion_ids)
@@ -156,9 +156,9 @@ def test_sync_resets_the_prefix_cache_for_a_long_prompt(engine, hf_adapter, face
         engine.llm.llm_engine.reset_encoder_cache()
         stale = engine.generate(prompt, params)
         assert not torch.equal(stale.completion_ids, ref.completion_ids), "stale prefix cache not exercised"
-        engine.sync(model.state_dict().items())
+        engine.load_weights(model.state_dict().items())
         fresh = engine.generate(prompt, params)
         assert torch.equal(fresh.completion_ids, ref.completion_ids)
     finally:
         model.load_state_dict(original)
-        engine.sync(model.state_dict().items())
+        engine.load_weights(model.state_dict().items())

@@ -154,6 +154,9 @@ def run(cfg: Any) -> int:
     except (ValueError, InstantiationException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # This command decodes the images itself (the first `limit` of each split, `workers` threads, failures listed
+    # as decode errors), so the load-time check of every image is not run twice.
+    source.image_check = "none"
     checks: dict[str, SplitCheck] = {}
     try:
         for split in splits:
@@ -185,7 +188,13 @@ def compose(overrides: Sequence[str] = ()) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(compose(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    cfg = compose(args)
+    # `dataset.on_error=raise` (the option every other command reads) is honoured unless `on_error=` is given too.
+    keys = {arg.split("=", 1)[0].lstrip("+~") for arg in args}
+    if "dataset.on_error" in keys and "on_error" not in keys:
+        cfg.on_error = cfg.dataset.on_error
+    return run(cfg)
 
 
 if __name__ == "__main__":

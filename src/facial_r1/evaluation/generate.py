@@ -22,13 +22,19 @@ def generate_outputs(
     params: SamplingParams | None = None,
     progress: bool = True,
     desc: str = "generate",
+    engine=None,
 ) -> list[str]:
     """One completion per record (greedy unless ``params`` say otherwise), in record order.
 
     ``prompt_text(record)`` builds the user text (e.g. ``PromptTemplate.user_text``); the adapter adds the image.
-    The model is put in eval mode for the call and restored afterwards.
+    ``engine`` samples (``rollout`` config group; default: the ``hf`` engine on the adapter's module). The model is
+    put in eval mode for the call and restored afterwards.
     """
+    from facial_r1.rollout.hf import HFEngine
+    from facial_r1.rollout.types import rollout_prompts
+
     params = params or SamplingParams.greedy()
+    engine = engine or HFEngine(adapter)
     model = adapter.model
     was_training = model.training
     model.eval()
@@ -37,8 +43,10 @@ def generate_outputs(
         bar = tqdm(total=len(records), desc=desc, disable=not progress, leave=False)
         for start in range(0, len(records), batch_size):
             chunk = records[start : start + batch_size]
-            batch = adapter.encode_prompts([load_image(r) for r in chunk], [prompt_text(r) for r in chunk])
-            outputs.extend(adapter.generate(batch, params).texts)
+            prompts = rollout_prompts(
+                adapter, [load_image(r) for r in chunk], [prompt_text(r) for r in chunk]
+            )
+            outputs.extend(engine.generate(prompts, params).texts)
             bar.update(len(chunk))
         bar.close()
     finally:

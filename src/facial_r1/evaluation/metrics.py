@@ -6,12 +6,17 @@ samples that carry its label type: AU metrics the samples with ``AUs`` not None,
 Numbers come from torchmetrics with ``average`` set explicitly. Undefined numbers are None, never a crash:
 no samples of a type, no AU with a gold positive, ...
 
-AU F1 is computed over ``au_subset`` (a benchmark subset such as "disfa8", an explicit list, or None = every AU
-that occurs in the gold labels of the evaluated samples, as the published evaluation does). Per-AU F1 of an AU with
-no gold positive among the evaluated samples is None and left out of the macro average (its F1 is undefined;
-counting it as 0 would punish the model for the test set's composition). Micro F1 pools every AU of the subset.
-A gold AU outside a sample's dataset vocabulary is simply absent; evaluate one dataset at a time for benchmark
-numbers.
+F1 conventions. AU F1 is computed over ``au_subset`` (a benchmark subset such as "disfa8", an explicit list, or
+None = every AU that occurs in the gold labels of the evaluated samples, as the published evaluation does). Every
+AU-annotated sample makes one present/absent decision per AU of the subset. Per-AU F1 = 2TP / (2TP + FP + FN) over
+the samples; an AU with no gold positive among them has F1 None and is left out of the macro average (its F1 is
+undefined; counting it as 0 would punish the model for the test set's composition). Macro F1 = the mean of the
+per-AU F1s over the subset's AUs; micro F1 = one F1 over all decisions of all AUs pooled. Unknown is not absent: a
+decision the sample does not record - an AU in ``meta_info["unknown_aus"]`` (BP4D's code 9) or outside the sample's
+``au_vocab`` - is masked out of every count (and out of the hallucination rate), see
+:func:`facial_r1.rewards.base.masked_aus`; rows list them as ``masked_aus``. Emotion accuracy = correct / labelled
+samples; UAR = the mean per-class recall over the classes with gold samples. 95 % bootstrap intervals of these
+numbers: :mod:`facial_r1.evaluation.uncertainty`.
 
 The affect metrics (AU intensity ICC/MAE, valence/arousal CCC/RMSE/SAGR, compound accuracy/UAR) live in
 :mod:`facial_r1.evaluation.affect_metrics` and are merged into the same result.
@@ -19,6 +24,7 @@ The affect metrics (AU intensity ICC/MAE, valence/arousal CCC/RMSE/SAGR, compoun
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +34,9 @@ from torchmetrics.functional.text.rouge import rouge_score
 from facial_r1.evaluation.affect_metrics import affect_metrics, affect_row
 from facial_r1.facs import AU_EVAL_SUBSET, EMOTIONS, au_codes, normalize_au, sort_aus
 from facial_r1.parsing import Parsed, parse
-from facial_r1.rewards.base import Sample, gold_aus, gold_label, label_set_of
+from facial_r1.rewards.base import Sample, gold_aus, gold_label, label_set_of, masked_aus
+
+_MASKED = -1  # target value of an AU decision the sample does not record (ignored by every count)
 
 
 def resolve_au_subset(au_subset: str | Sequence[str | int] | None, golds: Sequence[list[str]]) -> list[str]:
@@ -45,8 +53,17 @@ def resolve_au_subset(au_subset: str | Sequence[str | int] | None, golds: Sequen
     return sort_aus(codes)
 
 
-def au_metrics(golds: list[list[str]], preds: list[list[str]], aus: list[str]) -> dict[str, Any]:
-    """Multilabel F1 of predicted vs gold AU sets over the AU list ``aus`` (one row per AU-annotated sample)."""
+def au_metrics(
+    golds: list[list[str]],
+    preds: list[list[str]],
+    aus: list[str],
+    masks: Sequence[set[str]] | None = None,
+) -> dict[str, Any]:
+    """Multilabel F1 of predicted vs gold AU sets over the AU list ``aus`` (one row per AU-annotated sample).
+
+    ``masks[i]``: AUs sample i does not record (``rewards.base.masked_aus``); those decisions are left out of every
+    count (torchmetrics ``ignore_index``), never scored as absent.
+    """
     from torchmetrics.functional.classification import multilabel_f1_score
 
     out: dict[str, Any] = {"au_f1_macro": None, "au_f1_micro": None, "au_f1_per_au": {}, "au_support": {}}
@@ -62,20 +79,22 @@ def au_metrics(golds: list[list[str]], preds: list[list[str]], aus: list[str]) -
         for code in predicted:
             if code in column:
                 pred[i, column[code]] = 1
-    support = target.sum(0)
+        for code in masks[i] if masks is not None else ():
+            if code in column:
+                target[i, column[code]] = _MASKED
+    support = (target == 1).sum(0)
     # torchmetrics wants >= 2 labels: an all-zero padding column changes no count and is dropped again.
     pad = torch.zeros(len(golds), 1, dtype=torch.long)
     pred_p, target_p = torch.cat([pred, pad], 1), torch.cat([target, pad], 1)
-    per_au = multilabel_f1_score(pred_p, target_p, num_labels=len(aus) + 1, average="none")[: len(aus)]
+    f1 = functools.partial(multilabel_f1_score, num_labels=len(aus) + 1, ignore_index=_MASKED)
+    per_au = f1(pred_p, target_p, average="none")[: len(aus)]
     out["au_support"] = {code: int(support[k]) for code, k in column.items()}
     out["au_f1_per_au"] = {code: _num(per_au[k]) if support[k] > 0 else None for code, k in column.items()}
     defined = [v for v in out["au_f1_per_au"].values() if v is not None]
     if defined:  # = torchmetrics' macro average over the AUs with a gold positive
         out["au_f1_macro"] = _num(sum(defined) / len(defined))
-    if int(target.sum() + pred.sum()) > 0:
-        out["au_f1_micro"] = _num(
-            multilabel_f1_score(pred_p, target_p, num_labels=len(aus) + 1, average="micro")
-        )
+    if int((target == 1).sum() + (pred * (target != _MASKED)).sum()) > 0:
+        out["au_f1_micro"] = _num(f1(pred_p, target_p, average="micro"))
     return out
 
 
@@ -205,8 +224,13 @@ def compute_metrics(
     au_golds = [gold_aus(samples[i]) for i in au_idx]
     au_preds = [parsed[i].aus for i in au_idx]
     au_list = resolve_au_subset(au_subset, au_golds)
-    predicted = sum(len(p) for p in au_preds)
-    hallucinated = sum(len(set(p) - set(g)) for p, g in zip(au_preds, au_golds, strict=True))
+    # Unknown is not absent: AUs a sample does not record are left out of its AU counts (module docstring).
+    au_masks = [masked_aus(samples[i], set(au_list) | set(parsed[i].aus)) for i in au_idx]
+    for i, mask in zip(au_idx, au_masks, strict=True):
+        rows[i]["masked_aus"] = sort_aus(mask)
+    scored_preds = [[a for a in p if a not in m] for p, m in zip(au_preds, au_masks, strict=True)]
+    predicted = sum(len(p) for p in scored_preds)
+    hallucinated = sum(len(set(p) - set(g)) for p, g in zip(scored_preds, au_golds, strict=True))
 
     emo_idx = [i for i, s in enumerate(samples) if gold_label(s) is not None]
     emo_golds = [gold_label(samples[i]) for i in emo_idx]
@@ -215,6 +239,8 @@ def compute_metrics(
     ref_idx = [
         i for i, s in enumerate(samples) if isinstance(s.get("description"), str) and s["description"].strip()
     ]
+    for i in ref_idx:  # per sample, so that intervals can resample it; their mean is the corpus ROUGE-L
+        rows[i]["rouge_l"] = rouge_l([outputs[i]], [samples[i]["description"]])
 
     metrics: dict[str, Any] = {
         "num_samples": len(samples),
@@ -223,7 +249,7 @@ def compute_metrics(
         "num_rouge_samples": len(ref_idx),
         "au_subset": au_subset if isinstance(au_subset, str) or au_subset is None else list(au_subset),
         "au_labels": au_list,
-        **au_metrics(au_golds, au_preds, au_list),
+        **au_metrics(au_golds, au_preds, au_list, au_masks),
         "au_hallucination_rate": _num(hallucinated / predicted) if predicted else None,
         "emotion_classes": emotion_classes([samples[i] for i in emo_idx], emo_preds),
         "format_rate": _mean([float(p.format_strict) for p in parsed]),
@@ -231,7 +257,7 @@ def compute_metrics(
         "consistency_rate": _mean(
             [float(p.emotion is not None and p.emotion == p.concluded_emotion) for p in parsed]
         ),
-        "rouge_l": rouge_l([outputs[i] for i in ref_idx], [samples[i]["description"] for i in ref_idx]),
+        "rouge_l": _mean([rows[i]["rouge_l"] for i in ref_idx]),
     }
     metrics.update(emotion_metrics(emo_golds, emo_preds, metrics["emotion_classes"]))
     metrics["rege"] = rege(metrics)

@@ -22,8 +22,9 @@ def evaluate_records(
     max_new_tokens: int = 128,
     progress: bool = True,
     desc: str = "eval",
+    engine=None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Greedy outputs for ``records`` -> (metrics dict, per-sample prediction rows)."""
+    """Greedy outputs for ``records`` (from ``engine``, default ``hf``) -> (metrics dict, per-sample prediction rows)."""
     outputs = generate_outputs(
         adapter,
         records,
@@ -32,6 +33,7 @@ def evaluate_records(
         params=SamplingParams.greedy(max_new_tokens),
         progress=progress,
         desc=desc,
+        engine=engine,
     )
     return compute_metrics(list(records), outputs, au_subset=au_subset, reward=reward)
 

@@ -10,7 +10,7 @@ prompt's sample for its G completions).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from facial_r1.facs import normalize_au, normalize_emotion, sort_aus
@@ -77,8 +77,24 @@ def au_vocab_of(sample: Sample) -> set[str] | None:
     return {code for code in map(_canonical_au, vocab) if code is not None}
 
 
+def masked_aus(sample: Sample, codes: Iterable[str]) -> set[str]:
+    """The AUs among ``codes`` whose state ``sample`` does not record: unknown, never absent.
+
+    An AU is unrecorded when the sample's ``meta_info["unknown_aus"]`` lists it (BP4D's code 9, "not coded for
+    this frame") or when the sample's dataset has an AU vocabulary (``au_vocab``) that does not contain it. Such
+    AUs are left out of AU scores for that sample - neither a hit nor a false positive - because counting them as
+    absent would charge a model for naming an AU that may well be there.
+    """
+    meta = sample.get("meta_info")
+    unknown = meta.get("unknown_aus") if isinstance(meta, Mapping) else None
+    unknown_codes = {code for code in map(_canonical_au, unknown or ()) if code is not None}
+    vocab = au_vocab_of(sample)
+    return {code for code in codes if code in unknown_codes or (vocab is not None and code not in vocab)}
+
+
 def _canonical_au(token: object) -> str | None:
-    return normalize_au(token) if isinstance(token, (str, int)) else None
+    # bool is an int in Python: True would read as AU1
+    return normalize_au(token) if isinstance(token, (str, int)) and not isinstance(token, bool) else None
 
 
 def f_beta(predicted: set[str], gold: set[str], beta: float = 1.0) -> float:

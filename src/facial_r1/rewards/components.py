@@ -9,11 +9,11 @@ from facial_r1.parsing import parse
 from facial_r1.rewards.base import (
     RewardComponent,
     Sample,
-    au_vocab_of,
     f_beta,
     gold_aus,
     gold_label,
     label_set_of,
+    masked_aus,
 )
 
 
@@ -21,7 +21,9 @@ class AUF1Reward(RewardComponent):
     """Set F-beta between the AUs the reasoning names and the gold AUs, in [0, 1] (``signed``: 2F - 1 in [-1, 1]).
 
     None when the sample has no AU annotation. A sample annotated with no active AU scores 1.0 when nothing is
-    predicted (a correct "nothing active") and 0.0 (or -1 signed) otherwise.
+    predicted (a correct "nothing active") and 0.0 (or -1 signed) otherwise. AUs the sample does not record
+    (:func:`~facial_r1.rewards.base.masked_aus`: BP4D's code 9, AUs outside its dataset's ``au_vocab``) are
+    masked with ``restrict_to_vocab``: naming them neither earns nor costs reward.
 
     Args:
         weight: weight in the composite total.
@@ -30,8 +32,9 @@ class AUF1Reward(RewardComponent):
         drop_negated: ignore negated mentions ("no AU12"); False counts them like the published code.
         map_au_names: read FACS names ("lip corner puller") as AUs.
         scope: ``"think"`` (AUs of the reasoning only) or ``"completion"`` (the whole text).
-        restrict_to_vocab: ignore predicted AUs the sample's dataset does not code (``au_vocab``), so that a
-            true but uncoded AU is not a false positive.
+        restrict_to_vocab: ignore predicted AUs the sample does not record (outside its ``au_vocab``, or in
+            ``meta_info["unknown_aus"]``), so that a true but uncoded AU is not a false positive (default True;
+            False scores them as absent, as the published code does).
     """
 
     name = "au_f1"
@@ -44,7 +47,7 @@ class AUF1Reward(RewardComponent):
         drop_negated: bool = True,
         map_au_names: bool = True,
         scope: str = "think",
-        restrict_to_vocab: bool = False,
+        restrict_to_vocab: bool = True,
     ):
         super().__init__(weight)
         if beta <= 0:
@@ -71,9 +74,8 @@ class AUF1Reward(RewardComponent):
             au_scope=self.scope,
         )
         predicted = set(parsed.aus)
-        vocab = au_vocab_of(sample) if self.restrict_to_vocab else None
-        if vocab is not None:
-            predicted &= vocab
+        if self.restrict_to_vocab:
+            predicted -= masked_aus(sample, predicted)
         f = 1.0 if not gold and not predicted else f_beta(predicted, set(gold), self.beta)
         return 2.0 * f - 1.0 if self.signed else f
 

@@ -23,9 +23,13 @@ class HFEngine:
     def __init__(self, policy):
         self.policy = policy
 
-    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams) -> Rollout:
-        batch = self.policy.encode_chat([p.chat_text for p in prompts], [p.image for p in prompts])
-        return decode(self.policy, batch, params)
+    def generate(
+        self, prompts: list[RolloutPrompt], params: SamplingParams, encoded: PromptBatch | None = None
+    ) -> Rollout:
+        """``encoded``: the same prompts already encoded by the policy (GRPO encodes them for scoring anyway)."""
+        if encoded is None:
+            encoded = self.policy.encode_chat([p.chat_text for p in prompts], [p.image for p in prompts])
+        return decode(self.policy, encoded, params)
 
     def sync(self, policy) -> None:
         """Nothing to do: this engine samples from the module the optimizer updates."""

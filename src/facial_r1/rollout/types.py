@@ -25,9 +25,16 @@ class RolloutEngine(Protocol):
 
     ``generate`` takes raw prompts (chat text + image) and returns a :class:`~facial_r1.models.adapter.Rollout`
     whose ``logprobs`` are the sampling-time log-probs under the temperature-scaled policy; ``sync`` is called after
-    every optimizer step so the engine samples from the updated policy.
+    every optimizer step so the engine samples from the updated policy. ``encoded`` is the same prompts encoded by the
+    policy, when the caller has them (an engine that samples with the policy's own module reuses them; others ignore
+    it).
     """
 
-    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams) -> Rollout: ...
+    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams, encoded=None) -> Rollout: ...
 
     def sync(self, policy) -> None: ...
+
+
+def rollout_prompts(policy, images: list[Image.Image], texts: list[str]) -> list[RolloutPrompt]:
+    """User texts + images -> the policy family's chat-formatted prompts, as every engine takes them."""
+    return [RolloutPrompt(policy.chat_text(text), image) for text, image in zip(texts, images, strict=True)]

@@ -159,6 +159,17 @@ class VLLMEngine:
         self.allowed_ids = [i for i in range(vocab_size) if i not in suppressed]
 
     # ------------------------------------------------------------------ sampling
+    @classmethod
+    def from_policy(cls, policy, **kwargs: Any) -> VLLMEngine:
+        """The engine over the folder the policy was loaded from (``rollout=vllm``); weights follow by ``sync``."""
+        kwargs.setdefault(
+            "dtype",
+            {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[
+                policy._load_kwargs["dtype"]
+            ],
+        )
+        return cls(str(policy.folder), **kwargs)
+
     def _request_params(self, params: SamplingParams, seed: int | None):
         from vllm import SamplingParams as VLLMSamplingParams
 
@@ -176,7 +187,7 @@ class VLLMEngine:
         )
 
     @torch.no_grad()
-    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams) -> Rollout:
+    def generate(self, prompts: list[RolloutPrompt], params: SamplingParams, encoded=None) -> Rollout:
         """``params.num_samples`` completions per prompt, grouped by ``prompt_index`` (prompt 0's G first)."""
         if not prompts:
             raise ValueError("VLLMEngine.generate: no prompts")
@@ -226,7 +237,11 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ weights
     @torch.no_grad()
-    def sync(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def sync(self, policy) -> None:
+        """After an optimizer step: the policy's current weights (LoRA merged) into the engine."""
+        self.load_weights(policy.merged_state_items())
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Load new policy weights (Hugging Face key names, e.g. a full ``state_dict()``) into the engine.
 
         Then drop what was computed with the old weights: the encoder cache (vision embeddings; the scheduler's

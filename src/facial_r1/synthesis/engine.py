@@ -77,8 +77,10 @@ def synthesize_batch(
     params: SamplingParams,
     max_retries: int = 5,
     stats: GenerationStats | None = None,
+    engine: Any | None = None,
 ) -> list[Outcome]:
-    """Synthesise one batch (module docstring); returns one :class:`Outcome` per record, in order."""
+    """Synthesise one batch (module docstring); returns one :class:`Outcome` per record, in order. ``engine``: the
+    rollout engine that samples (``rollout`` config group); None = the adapter's own ``generate``."""
     if len(records) != len(images):
         raise ValueError(f"{len(records)} records but {len(images)} images")
     if max_retries < 0:
@@ -98,7 +100,7 @@ def synthesize_batch(
             for i in pending
         ]
         groups = _generate(
-            adapter, [images[i] for i in pending], texts, _attempt_params(params, attempt), stats
+            adapter, [images[i] for i in pending], texts, _attempt_params(params, attempt), stats, engine
         )
         stats.prompts_per_attempt[attempt] = stats.prompts_per_attempt.get(attempt, 0) + len(pending)
         still_failing = []
@@ -120,11 +122,21 @@ def _attempt_params(params: SamplingParams, attempt: int) -> SamplingParams:
 
 
 def _generate(
-    adapter: Any, images: list[Image.Image], texts: list[str], params: SamplingParams, stats: GenerationStats
+    adapter: Any,
+    images: list[Image.Image],
+    texts: list[str],
+    params: SamplingParams,
+    stats: GenerationStats,
+    engine: Any | None = None,
 ) -> list[list[str]]:
     """One batched generation; completions grouped per prompt (K each)."""
     started = time.perf_counter()
-    rollout = adapter.generate(adapter.encode_prompts(images, texts), params)
+    if engine is None:
+        rollout = adapter.generate(adapter.encode_prompts(images, texts), params)
+    else:
+        from facial_r1.rollout.types import rollout_prompts
+
+        rollout = engine.generate(rollout_prompts(adapter, images, texts), params)
     stats.seconds += time.perf_counter() - started
     stats.calls += 1
     stats.prompts += len(texts)

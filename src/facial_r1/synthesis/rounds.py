@@ -27,8 +27,8 @@ from typing import Any
 
 from facial_r1.data.schema import DataError
 from facial_r1.data.sources.base import LoadReport, SkippedItem, Source
+from facial_r1.lineage import EXPORT_CARD, read_card
 from facial_r1.synthesis.store import ACCEPTED, read_jsonl
-from facial_r1.training.lineage import EXPORT_CARD, read_card
 
 log = logging.getLogger(__name__)
 

@@ -84,7 +84,8 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
     from hydra.utils import instantiate
 
     from facial_r1.data.sources import build_source
-    from facial_r1.training.lineage import read_card
+    from facial_r1.data.sources.base import require_records
+    from facial_r1.lineage import read_card
 
     model_folder = _resumed_model(cfg.model, previous) or resolve_source_model(
         cfg.model, cfg.paths.output_root
@@ -100,7 +101,7 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
             "the model was trained with prompt %s, synthesis uses %s", card["prompt_version"], prompt.version
         )
     source = build_source(cfg.dataset)
-    records = source.records(str(cfg.split))
+    records = require_records(source, str(cfg.split), source.records(str(cfg.split)), "synthesise from")
     eligible = [r for r in records if r.get("AUs") is not None or r.get("labels")]
     if cfg.get("limit") is not None:
         eligible = eligible[: int(cfg.limit)]
@@ -125,8 +126,8 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
     from hydra.utils import instantiate
     from tqdm.auto import tqdm
 
+    from facial_r1.runtime import set_threads
     from facial_r1.synthesis.review import write_review_html
-    from facial_r1.training.run import set_threads
 
     started = time.time()
     set_threads(cfg)
@@ -159,6 +160,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
             cfg.model, init_from=str(plan.model_folder), path=None, device=_device(cfg.get("device"))
         )
         adapter.model.eval()
+        engine = instantiate(cfg.rollout, policy=adapter)  # rollout=hf (default) | vllm
         params = _sampling_params(cfg.generation, cfg.seed)
         checker = make_checker(plan.checks)
         bar = tqdm(total=len(plan.eligible), initial=done, desc=f"synthesis r{plan.data_round}",
@@ -174,6 +176,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
                     params,
                     int(cfg.max_retries),
                     stats,
+                    engine,
                 )
                 store.append(accepted, rejected)  # durable before the next batch starts
                 session["samples"] += len(accepted) + len(rejected)
@@ -216,6 +219,7 @@ def _synthesize_chunk(
     params: SamplingParams,
     max_retries: int,
     stats: GenerationStats,
+    engine: Any | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One batch -> (accepted rows, rejected rows). An unreadable image rejects its sample instead of stopping the
     run: a crash would recur at the same batch on every resume."""
@@ -230,7 +234,9 @@ def _synthesize_chunk(
         except DataError as err:
             log.warning("rejecting %s: %s", sample_key(record), err)
             broken.append(error_row(record, plan.provenance, str(err)))
-    outcomes = synthesize_batch(adapter, readable, images, plan.prompt, checker, params, max_retries, stats)
+    outcomes = synthesize_batch(
+        adapter, readable, images, plan.prompt, checker, params, max_retries, stats, engine=engine
+    )
     accepted = [accepted_row(o, plan.provenance) for o in outcomes if o.accepted]
     return accepted, [rejected_row(o, plan.provenance) for o in outcomes if not o.accepted] + broken
 

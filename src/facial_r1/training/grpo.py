@@ -28,6 +28,7 @@ from facial_r1.data.images import load_image
 from facial_r1.grpo.config import GRPOConfig, LossAggregation, ZeroStd
 from facial_r1.grpo.objective import build_loss_mask, group_advantages, grpo_loss
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams
+from facial_r1.rollout.types import rollout_prompts
 from facial_r1.training.base import StageModule
 from facial_r1.training.optim import build_optimizer
 
@@ -67,9 +68,20 @@ class RolloutBatch:
 
 class GRPOModule(StageModule):
     def __init__(
-        self, adapter, prompt, reward, stage, val_records=None, au_subset=None, resample_records=None
+        self,
+        adapter,
+        prompt,
+        reward,
+        stage,
+        val_records=None,
+        au_subset=None,
+        resample_records=None,
+        engine=None,
     ):
         super().__init__(adapter, prompt, stage, reward=reward, val_records=val_records, au_subset=au_subset)
+        from facial_r1.rollout.hf import HFEngine
+
+        self.engine = engine or HFEngine(adapter)  # the rollout engine (``rollout`` config group)
         self.automatic_optimization = False
         objective = stage.objective
         self.cfg = GRPOConfig(
@@ -128,8 +140,9 @@ class GRPOModule(StageModule):
 
     def _groups(self, records: list[dict], images: list, salt: int) -> tuple[list[Group], PromptBatch]:
         """Roll out and score B prompts; returns their groups and the encoded prompts (reused by ``_stack``)."""
-        prompts = self.adapter.encode_prompts(images, [self.prompt.user_text(r) for r in records])
-        ro = self.adapter.generate(prompts, self.sampling_params(len(records), salt))
+        requests = rollout_prompts(self.adapter, images, [self.prompt.user_text(r) for r in records])
+        prompts = self.adapter.encode_chat([r.chat_text for r in requests], images)  # for scoring
+        ro = self.engine.generate(requests, self.sampling_params(len(records), salt), encoded=prompts)
         samples = [records[i] for i in ro.prompt_index.tolist()]
         scores = self.reward(ro.texts, samples)
         total = torch.tensor(scores.total, dtype=torch.float32)
@@ -336,6 +349,7 @@ class GRPOModule(StageModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
+            self.engine.sync(self.adapter)  # the engine samples from the updated policy (a no-op for hf)
         out = {k: v / self.cfg.num_iterations for k, v in sums.items()}
         out["policy/entropy"] = entropy_sum / max(entropy_tokens, 1.0)
         return out

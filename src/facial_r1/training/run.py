@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from facial_r1.tracking.loggers import build_loggers, finish_loggers
-from facial_r1.tracking.naming import run_identity
-from facial_r1.training.checkpoint import StreamingCheckpointIO
-from facial_r1.training.checks import check_train_config
-from facial_r1.training.lineage import (
+from facial_r1.lineage import (
     EXPORT_CARD,
     RUN_INFO,
     base_model_id,
@@ -28,6 +23,11 @@ from facial_r1.training.lineage import (
     resolve_ckpt_path,
     resolve_init_from,
 )
+from facial_r1.runtime import set_threads
+from facial_r1.tracking.loggers import build_loggers, finish_loggers
+from facial_r1.tracking.naming import run_identity
+from facial_r1.training.checkpoint import StreamingCheckpointIO
+from facial_r1.training.checks import check_train_config
 from facial_r1.training.optimized_metric import check_optimized_metric, optimized_metric_value
 
 log = logging.getLogger(__name__)
@@ -52,42 +52,14 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
     return callbacks
 
 
-AUTO_MAX_THREADS = (
-    4  # measured: 2 threads beat 1 by ~1.3x on 2 cores; a cap, untested beyond 2 cores, because
-)
-# OpenMP synchronisation per op outweighs the work of a sub-million-parameter model long before 64 threads
-
-
-def resolve_threads(value: Any, env: dict[str, str] | None = None, cores: int | None = None) -> int | None:
-    """What ``num_threads`` means: an int sets that many torch CPU threads; ``auto`` takes ``OMP_NUM_THREADS`` when it
-    is set, else the cores this process may run on, at most ``AUTO_MAX_THREADS``; null leaves torch's default."""
-    if value is None:
-        return None
-    if str(value) != "auto":
-        return int(value)
-    env = os.environ if env is None else env
-    if env.get("OMP_NUM_THREADS", "").strip().isdigit():
-        return max(1, int(env["OMP_NUM_THREADS"]))
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, AUTO_MAX_THREADS))
-
-
-def set_threads(cfg: DictConfig) -> None:
-    """Set torch's CPU intra-op threads from ``num_threads`` (see :func:`resolve_threads`).
-
-    On a 2-core machine to itself the tiny model trains ~1.3x faster on both cores than on one; when other jobs share
-    the cores, oversubscribed OpenMP threads make it up to 20x slower, hence ``num_threads=1`` there.
-    """
-    import torch
-
-    threads = resolve_threads(cfg.get("num_threads"))
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
 def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
-    return {split: source.records(split) for split in ("train", "val", "test")}
+    from facial_r1.data.sources.base import require_records
+
+    splits = {split: source.records(split) for split in ("train", "val", "test")}
+    require_records(
+        source, "train", splits["train"], f"train on ({stage_name})"
+    )  # before any model is loaded
+    return splits
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -187,12 +159,12 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _build_stage(cfg, adapter, prompt, reward, splits):
+    from hydra.utils import instantiate
+
     from facial_r1.training.data import StageData
 
     stage = cfg.stage
     if stage.name == "sft":
-        from hydra.utils import instantiate
-
         from facial_r1.data.teachers.template import build_sft_records
         from facial_r1.training.sft import SFTModule
 
@@ -216,8 +188,11 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
             val_records=splits["val"],
             au_subset=cfg.eval_au_subset,
             resample_records=train_records,
+            engine=instantiate(cfg.rollout, policy=adapter),  # rollout=hf (default) | vllm
         )
         batch_size = int(stage.prompts_per_step)
+    if hasattr(reward, "prepare"):  # dataset-level statistics (reward=official_paper's AU-frequency weights)
+        reward.prepare(train_records)
     log.info("%s: %d training records", stage.name, len(train_records))
     data = StageData(
         train_records,
@@ -250,8 +225,17 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
         batch_size=int(final.batch_size),
         max_new_tokens=int(final.max_new_tokens),
         desc=f"final eval ({final.split})",
+        engine=getattr(
+            trainer.lightning_module, "engine", None
+        ),  # GRPO's rollout engine, synced to the weights
     )
     metrics["split"] = final.split
+    if cfg.get("bootstrap"):  # 95 % intervals of the headline metrics, as evaluate.py writes them
+        from facial_r1.evaluation.uncertainty import with_intervals
+
+        metrics = with_intervals(
+            metrics, rows, resamples=int(cfg.bootstrap.resamples), seed=int(cfg.bootstrap.seed)
+        )
     label_set = sorted({label for r in records for label in r.get("label_set", [])})
     paths = write_evaluation(run_dir, metrics, rows, label_set)
     figures = {k: p for k, p in paths.items() if p.suffix == ".png"}

@@ -6,12 +6,17 @@ A source turns a dataset's native files into :mod:`facial_r1.data.schema` record
 * ``records(split)`` -> the same as plain record dicts;
 * ``report`` -> the :class:`LoadReport` of the last load (``reports`` keeps one per split).
 
-Error policy. A problem with one sample (missing or escaping image, unknown label or AU, malformed line, missing
-field) raises a :class:`~facial_r1.data.schema.DataError` naming ``file:line`` with ``on_error="raise"``; with
+Error policy. A problem with one sample (missing or escaping image, an image that does not decode or decodes to
+something unusable, unknown label or AU, malformed line, missing field) raises a :class:`~facial_r1.data.schema.DataError` naming ``file:line`` with ``on_error="raise"``; with
 ``on_error="skip"`` the sample is left out, counted per reason and listed in the report (and in ``report_path``
 as JSON). Samples a dataset excludes by design (AffectNet "no-face", rows with ``is_valid: false``) are always
 left out, counted and listed, but are not errors. A problem that leaves nothing to load (a missing annotation file,
-wrong CSV columns) always raises: skipping it would silently empty the split.
+wrong CSV columns, an annotation file that is not UTF-8) always raises: skipping it would silently empty the split.
+
+Images are checked when a split is loaded (``image_check``: ``"decode"`` decodes every image of the split
+completely, in threads; ``"none"`` skips the check): a bad image is an error of its sample, reported with the
+annotation ``file:line`` it came from, before any model is loaded. Annotation text is read as UTF-8 (a leading BOM
+is accepted); a byte that is not UTF-8 raises naming the file and line (:func:`text_lines`).
 
 Subclasses implement ``_rows(split)`` (cheap iteration over raw annotation rows; may raise structural errors) and
 ``_parse(row)`` (one row -> record, :class:`Drop` or a raised error). Sources whose native data has no validation
@@ -29,19 +34,21 @@ import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import datasets
 
-from facial_r1.data.images import SampleError
+from facial_r1.data.images import SampleError, check_image
 from facial_r1.data.schema import DataError, from_arrow_row, to_arrow_row
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 MAX_LOGGED_SKIPS = 20
+IMAGE_CHECK_WORKERS = min(8, os.cpu_count() or 1)  # PIL releases the GIL while decoding
 OnError = Literal["raise", "skip"]
 
 # Fixed column types, so that an all-``None`` AU column or an empty split still has the same schema as any other
@@ -154,17 +161,56 @@ def holdout_ids(ids: Iterable[str], fraction: float, seed: int) -> set[str]:
     return set(pool[:count])
 
 
-def read_csv_rows(path: str, required: tuple[str, ...], dataset: str) -> Iterator[Row]:
-    """Rows of a headed CSV as dicts; a missing file or missing columns raise (nothing could be loaded)."""
+def text_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file (line ends kept; a leading BOM dropped), read lazily.
+
+    A byte sequence that is not UTF-8 raises :class:`DataError` naming the file and line (and the byte), instead of
+    a bare ``UnicodeDecodeError`` from deep inside a parser.
+    """
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start : err.start + 1].hex()
+                raise DataError(
+                    f"not UTF-8 text: byte 0x{bad} at column {err.start + 1}; save the file as UTF-8",
+                    str(path),
+                    number,
+                ) from err
+
+
+def read_csv_rows(
+    path: str, required: tuple[str, ...], dataset: str, strip_header: bool = False
+) -> Iterator[Row]:
+    """Rows of a headed CSV as dicts; a missing file or missing columns raise (nothing could be loaded).
+
+    ``strip_header``: column names are stripped of surrounding spaces (``icml_face_data.csv`` writes
+    ``emotion, Usage, pixels``).
+    """
     if not os.path.isfile(path):
         raise DataError(f"{dataset} annotation file not found", path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"missing CSV columns {missing}; header is {reader.fieldnames}", path, 1)
-        for data in reader:
-            yield Row(path, reader.line_num, data)
+    reader = csv.DictReader(text_lines(path))
+    if strip_header and reader.fieldnames:
+        reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(f"missing CSV columns {missing}; header is {reader.fieldnames}", path, 1)
+    for data in reader:
+        yield Row(path, reader.line_num, data)
+
+
+def require_records(source: Source, split: str, records: list[Any], purpose: str) -> list[Any]:
+    """``records`` unless empty; an empty split is an error saying which split of which source and why it is empty
+    (its load report: what was left out), not a run on nothing."""
+    if records:
+        return records
+    report = source.reports.get(split)
+    why = report.summary() if report is not None else "nothing loaded"
+    hint = " (every sample was left out: see the reasons)" if report is not None and report.items else ""
+    raise DataError(f"split {split!r} of {source.name} is empty, nothing to {purpose}: {why}{hint}")
 
 
 def default_cache_dir(name: str) -> Path:
@@ -183,6 +229,9 @@ class Source:
     """Base class of every dataset adapter; see the module docstring for the contract."""
 
     name: str = "source"
+    # "decode": every image of a loaded split is decoded once (a bad one is a sample error at load time);
+    # "none": not checked (sources whose images this project writes itself, e.g. SynthFACS renders).
+    image_check: str = "decode"
 
     def __init__(
         self,
@@ -220,6 +269,8 @@ class Source:
         # A holdout val is carved out of the parsed train rows, so train-file problems show in both reports.
         native = "train" if split == "val" and self._val_is_holdout() else split
         records = self._select(split, self._collect(native, report))
+        if self.image_check == "decode":
+            records = self._check_images(records, report)
         report.kept = len(records)
         self.reports[split] = report
         self._loaded[split] = rows_to_dataset([to_arrow_row(r) for r in records])
@@ -272,6 +323,31 @@ class Source:
                 seen[_key(result)] = row
                 records.append(result)
         return records
+
+    def _check_images(self, records: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
+        """Decode every record's image (threads); a failure is that sample's error, in record order."""
+
+        def check(record: dict[str, Any]) -> DataError | None:
+            try:
+                check_image(record)
+            except DataError as err:
+                return err
+            return None
+
+        if not records:
+            return records
+        with ThreadPoolExecutor(IMAGE_CHECK_WORKERS) as pool:
+            failures = list(pool.map(check, records))
+        kept = []
+        for record, err in zip(records, failures, strict=True):
+            if err is None:
+                kept.append(record)
+                continue
+            meta = record.get("meta_info") or {}
+            self._fail(
+                err, Row(meta.get("source_file") or record["image"], meta.get("source_line"), None), report
+            )
+        return kept
 
     def _fail(self, err: DataError, row: Row, report: LoadReport) -> None:
         if self.on_error == "raise":

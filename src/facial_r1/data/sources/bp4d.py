@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError, make_record
-from facial_r1.data.sources.base import Drop, Row, SampleError
+from facial_r1.data.sources.base import Drop, Row, SampleError, text_lines
 from facial_r1.data.sources.video import VideoAuSource, frame_files
 from facial_r1.facs import AU_VOCAB
 
@@ -70,14 +70,11 @@ class Bp4dSource(VideoAuSource):
         for subject in self.split_subjects(split):
             for task, path in self.sequences()[subject]:
                 frames = frame_files(self.frames_dir / subject / task)
-                with open(path, newline="", encoding="utf-8") as handle:
-                    reader = csv.reader(handle)
-                    columns = self._columns(next(reader, []), str(path))
-                    for index, cells in enumerate(reader):
-                        if cells and index % self.frame_step == 0:
-                            yield Row(
-                                str(path), reader.line_num, (f"{subject}/{task}", cells, columns, frames)
-                            )
+                reader = csv.reader(text_lines(path))
+                columns = self._columns(next(reader, []), str(path))
+                for index, cells in enumerate(reader):
+                    if cells and index % self.frame_step == 0:
+                        yield Row(str(path), reader.line_num, (f"{subject}/{task}", cells, columns, frames))
 
     def _columns(self, header: list[str], path: str) -> dict[str, int]:
         """AU code -> column index for the AUs of ``au_vocab``.

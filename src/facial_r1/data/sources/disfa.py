@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError, make_record
-from facial_r1.data.sources.base import Drop, Row, SampleError
+from facial_r1.data.sources.base import Drop, Row, SampleError, text_lines
 from facial_r1.data.sources.video import VideoAuSource, frame_files
 from facial_r1.facs import AU_VOCAB, normalize_au
 
@@ -82,7 +82,7 @@ class DisfaSource(VideoAuSource):
             table: dict[int, dict[str, Any]] = {}  # frame -> AU -> intensity | (error, line)
             lines: dict[int, tuple[str, int]] = {}  # frame -> where it is first labelled
             for code, path in by_au.items():
-                for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                for number, text in enumerate(text_lines(path), start=1):
                     if not text.strip():
                         continue
                     fields = [f.strip() for f in text.split(",")]

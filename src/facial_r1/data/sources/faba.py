@@ -6,12 +6,21 @@ On disk::
     <root>/eval/eval_au_anno.json     <root>/eval/eval_emotion_anno.json
     <root>/<images_dir>/<image>       (``images_dir`` may contain ``{split}``, the folder name: train / eval)
 
+Image paths as the published JSON writes them are relative to the folder ABOVE ``FABAInstruct/`` (EmoLA joins them
+to its ``data/`` folder: ``FABAInstruct/...``). With the default ``images_dir=""`` a path whose first component is
+the root folder's own name or ``FABAInstruct`` is therefore read relative to the root's parent (and must still lie
+inside the root); any other path is relative to the root.
+
 Each file is a JSON list of ``{"source", "image", "id", "conversations": [{"from": "human", ...},
 {"from": "gpt", "value": ...}], "landmark"}``. AU files yield AU-only records (``labels=[]``), emotion files
 emotion-only records (``AUs=None``); ids are ``au/<id>`` and ``emotion/<id>``.
 
-Gold labels: the eval files' ``label`` ("1, 2, 4" or "Happiness"), checked strictly against FABA's 20 AUs / 7
-classes. The train files have no ``label``, so it is read from the gpt reply (``meta_info["label_origin"]`` says
+Gold labels: the eval files' ``label``, read as EmoLA's evaluation script reads it - AU files: "1, 2, 4";
+emotion files: an EmoLA class id 0-6 (int or digit string: 0 happiness, 1 sadness, 2 surprise, 3 anger, 4 neutral,
+5 disgust, 6 fear) or a class name ("Happiness") - and checked strictly against FABA's 20 AUs / 7 classes. The eval
+files' GPT-4 reference answer (field ``gpt4``; the gpt turn of ``conversations`` when absent) is the reference of
+ROUGE-L / REGE: eval records carry it as ``description`` (and as ``meta_info["reference"]``); eval files need no
+``conversations``. The train files have no ``label``, so it is read from the gpt reply (``meta_info["label_origin"]`` says
 which): sentences with a negation are dropped first (as EmoLA does), then AUs are the ``AU<n>`` mentions (or, if
 there are none, FACS names such as "lip corner puller"), and the emotion is the one class whose name or synonym
 appears. A reply naming no AU, or no single emotion, gives no label: the row is left out (reason
@@ -27,15 +36,17 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 from typing import Any
 
 from facial_r1.data.images import resolve_image
 from facial_r1.data.schema import DataError, make_record
-from facial_r1.data.sources.base import Drop, Row, SampleError, Source
+from facial_r1.data.sources.base import Drop, Row, SampleError, Source, text_lines
 from facial_r1.data.sources.labels import aus_in_text, check_aus, check_labels, emotion_in_text, vocab_codes
 from facial_r1.facs import AU_VOCAB, LABEL_ORDERS
 
 NATIVE = {"train": "train", "test": "eval"}
+PUBLISHED_FOLDER = "FABAInstruct"  # the folder name the published JSON image paths start with
 TASKS = ("au", "emotion")
 
 
@@ -44,8 +55,7 @@ def read_json_list(path: str) -> list[tuple[int, Any]]:
 
     The whole file is parsed before any element is used: a broken file is a structural error, not a bad sample.
     """
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
+    text = "".join(text_lines(path))
     decoder = json.JSONDecoder()
     elements = []
     pos = _skip(text, 0)
@@ -65,6 +75,9 @@ def read_json_list(path: str) -> list[tuple[int, Any]]:
                 raise json.JSONDecodeError("expected ',' or ']'", text, pos)
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON: {err.msg}", path, err.lineno) from err
+    except RecursionError as err:  # Python's parser gives up on ~1000 nested brackets
+        line = line + text.count("\n", counted, pos)
+        raise DataError("malformed JSON: an element is nested too deep to parse", path, line) from err
     return elements
 
 
@@ -114,10 +127,15 @@ class FabaInstructSource(Source):
         folder, task, obj = row.data
         if not isinstance(obj, dict):
             raise SampleError("malformed_line", "list element is not an object", row.file, row.line)
-        for key in ("id", "image", "conversations"):
+        evaluation = folder == NATIVE["test"]
+        # EmoLA's eval files carry the reference in "gpt4" and need no conversation; train files need one.
+        required = ("id", "image") if evaluation and "gpt4" in obj else ("id", "image", "conversations")
+        for key in required:
             if obj.get(key) in (None, "", []):
                 raise SampleError("missing_field", f"missing field {key!r}", row.file, row.line)
-        instruction, reference = _turns(obj["conversations"], row)
+        instruction, reference = _turns(obj["conversations"], row) if "conversations" in obj else ("", "")
+        if evaluation and isinstance(obj.get("gpt4"), str):
+            reference = obj["gpt4"].strip()
         meta = {"task": task, "reference": reference, "instruction": instruction, **self.origin(row)}
         for key in ("source", "landmark"):
             if key in obj:
@@ -129,17 +147,26 @@ class FabaInstructSource(Source):
             labels = self._emotion(obj, reference, meta, row)
         if aus is None and not labels:
             return Drop("no_label_in_reference", f"{task}/{obj['id']}: no {task} label in the reply")
-        base = self.root / self.images_dir.format(split=folder)
         return make_record(
             id=f"{task}/{obj['id']}",
             dataset=self.name,
-            image=resolve_image(base, str(obj["image"]), row.file, row.line),
+            image=self._image(folder, str(obj["image"]), row),
             aus=aus,
             labels=labels,
+            description=reference if evaluation and reference else None,
             label_set=self.label_set,
             au_vocab=self.au_vocab,
             meta_info=meta,
         )
+
+    def _image(self, folder: str, relpath: str, row: Row) -> str:
+        """The image file; a published path (``FABAInstruct/...``, relative to the root's parent) is mapped into
+        the root (module docstring)."""
+        if not self.images_dir:
+            parts = PurePosixPath(relpath.replace("\\", "/")).parts
+            if len(parts) > 1 and parts[0] in (self.root.name, PUBLISHED_FOLDER):
+                relpath = str(PurePosixPath(*parts[1:]))
+        return resolve_image(self.root / self.images_dir.format(split=folder), relpath, row.file, row.line)
 
     def _aus(self, obj: dict[str, Any], reference: str, meta: dict[str, Any], row: Row) -> list[str] | None:
         if "label" in obj:
@@ -157,7 +184,15 @@ class FabaInstructSource(Source):
     def _emotion(self, obj: dict[str, Any], reference: str, meta: dict[str, Any], row: Row) -> list[str]:
         if "label" in obj:
             meta["label_origin"] = "annotation"
-            return check_labels([str(obj["label"])], self.label_set, row.file, row.line)
+            label = obj["label"]
+            if isinstance(label, bool):
+                raise SampleError("unknown_label", f"label {label!r} is a boolean", row.file, row.line)
+            if isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit()):
+                index = int(label)  # EmoLA's class id (emotions2num of its evaluation script)
+                if not 0 <= index < len(LABEL_ORDERS["faba"]):
+                    raise SampleError("unknown_label", f"label {label!r} not in 0..6", row.file, row.line)
+                return [LABEL_ORDERS["faba"][index]]
+            return check_labels([str(label)], self.label_set, row.file, row.line)
         meta["label_origin"] = "reference_text"
         label = emotion_in_text(reference, self.label_set)
         return [label] if label else []

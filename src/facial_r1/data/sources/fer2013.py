@@ -5,6 +5,10 @@ On disk::
     <root>/fer2013.csv    columns emotion (0 anger, 1 disgust, 2 fear, 3 happiness, 4 sadness, 5 surprise,
                           6 neutral), pixels (48x48 grayscale, 2304 space-separated ints), Usage
 
+The Kaggle ICML-challenge file ``icml_face_data.csv`` (header ``emotion, Usage, pixels``, spaces included) works
+too: header names are stripped, and ``csv_file="auto"`` (the default) reads ``fer2013.csv`` or, when that is absent,
+``icml_face_data.csv``.
+
 Splits: ``Usage`` Training -> train, PublicTest -> val, PrivateTest -> test.
 
 Records hold image paths, so each row's pixels are written once as ``<cache_dir>/<csv key>/<row>.png`` (the key
@@ -29,6 +33,7 @@ from facial_r1.facs import LABEL_ORDERS
 
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 SIDE = 48
+CSV_NAMES = ("fer2013.csv", "icml_face_data.csv")  # csv_file="auto" reads the first that exists
 
 
 class Fer2013Source(Source):
@@ -41,10 +46,13 @@ class Fer2013Source(Source):
         root: str | os.PathLike,
         on_error: str = "raise",
         report_path: str | None = None,
-        csv_file: str = "fer2013.csv",
+        csv_file: str = "auto",
         cache_dir: str | os.PathLike | None = None,
     ):
         super().__init__(root, on_error, report_path)
+        if csv_file == "auto":
+            present = [name for name in CSV_NAMES if (self.root / name).is_file()]
+            csv_file = present[0] if present else CSV_NAMES[0]
         self.csv_path = self.root / csv_file
         self.cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir("fer2013")
         self.label_order = LABEL_ORDERS["fer2013"]
@@ -53,15 +61,17 @@ class Fer2013Source(Source):
     def _rows(self, split: str) -> Iterator[Row]:
         if not self.csv_path.is_file():
             raise DataError("FER2013 CSV not found", str(self.csv_path))
-        for row in read_csv_rows(str(self.csv_path), ("emotion", "pixels", "Usage"), self.name):
-            usage = USAGE_TO_SPLIT.get(row.data["Usage"])
+        for row in read_csv_rows(
+            str(self.csv_path), ("emotion", "pixels", "Usage"), self.name, strip_header=True
+        ):
+            usage = USAGE_TO_SPLIT.get(row.data["Usage"].strip())
             # An unknown Usage goes to train, where _parse reports it.
             if usage == split or (usage is None and split == "train"):
                 yield row
 
     def _parse(self, row: Row) -> dict[str, Any]:
         data = row.data
-        if data["Usage"] not in USAGE_TO_SPLIT:
+        if data["Usage"].strip() not in USAGE_TO_SPLIT:
             raise SampleError("malformed_line", f"unknown Usage {data['Usage']!r}", row.file, row.line)
         if not data["emotion"].strip().isdigit() or int(data["emotion"]) >= len(self.label_order):
             raise SampleError("unknown_label", f"emotion {data['emotion']!r} not in 0..6", row.file, row.line)
@@ -74,7 +84,7 @@ class Fer2013Source(Source):
             aus=None,
             labels=[self.label_order[int(data["emotion"])]],
             label_set=sorted(self.label_order),
-            meta_info={"usage": data["Usage"], **self.origin(row)},
+            meta_info={"usage": data["Usage"].strip(), **self.origin(row)},
         )
 
     def _materialise(self, row_id: str, pixels: str, row: Row) -> str:

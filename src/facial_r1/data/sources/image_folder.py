@@ -7,12 +7,15 @@ Layouts::
                                        happiness; a name outside ``label_set`` is an unknown-label error)
 
 Either layout may sit under ``<root>/train``, ``<root>/val``, ``<root>/test``: when any of these exists, each split
-is its folder (and a missing one is an error); otherwise the whole root serves every split. Files without an image
+is its folder (and a missing one is an error) - except ``val``: without a ``val/`` folder (FER2013's image release
+has only ``train/`` and ``test/``), ``val`` is a seeded ``val_fraction`` slice of ``train/`` and ``train`` is the
+rest (logged when it happens). Without split folders the whole root serves every split. Files without an image
 extension are left out and counted (reason ``not_an_image``). Ids are paths relative to the split folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +26,8 @@ from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources.base import SPLITS, Drop, Row, Source
 from facial_r1.data.sources.labels import check_label_set, check_labels
 from facial_r1.facs import EMOTIONS
+
+log = logging.getLogger(__name__)
 
 
 class ImageFolderSource(Source):
@@ -36,11 +41,26 @@ class ImageFolderSource(Source):
         class_folders: bool = False,
         label_set: Sequence[str] = EMOTIONS,
         name: str = "image_folder",
+        val_fraction: float = 0.1,
+        seed: int = 0,
     ):
-        super().__init__(root, on_error, report_path)
+        super().__init__(root, on_error, report_path, val_fraction, seed)
         self.name = name
         self.class_folders = class_folders
         self.label_set = check_label_set(list(label_set))
+        self._told = False  # the carved-val notice is logged once per source
+
+    def _val_is_holdout(self) -> bool:
+        holdout = (self.root / "train").is_dir() and not (self.root / "val").is_dir()
+        if holdout and not self._told:
+            log.info(
+                "%s: no val/ folder; val = a seeded %.0f%% slice of train/ (seed %d)",
+                self.root,
+                100 * self.val_fraction,
+                self.seed,
+            )
+            self._told = True
+        return holdout
 
     def _rows(self, split: str) -> Iterator[Row]:
         if not self.root.is_dir():

@@ -22,7 +22,7 @@ from typing import Any
 
 from facial_r1.data.images import resolve_image
 from facial_r1.data.schema import DEFAULT_QUESTION, TARGET_FIELDS, DataError, check_targets, make_record
-from facial_r1.data.sources.base import Drop, Row, SampleError, Source
+from facial_r1.data.sources.base import Drop, Row, SampleError, Source, text_lines
 from facial_r1.data.sources.labels import check_aus, check_label_set, check_labels, vocab_codes
 from facial_r1.facs import AU_VOCAB, EMOTIONS
 
@@ -63,16 +63,17 @@ class FacialR1JsonlSource(Source):
         path = self.root / filename
         if not path.is_file():
             raise DataError(f"{self.name}: annotation file for split {split!r} not found", str(path))
-        with open(path, encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if text.strip():
-                    yield Row(str(path), number, text)
+        for number, text in enumerate(text_lines(path), start=1):
+            if text.strip():
+                yield Row(str(path), number, text)
 
     def _parse(self, row: Row) -> dict[str, Any] | Drop:
         try:
             obj = json.loads(row.data)
         except json.JSONDecodeError as err:
             raise SampleError("malformed_line", f"invalid JSON: {err}", row.file, row.line) from err
+        except RecursionError as err:  # Python's parser gives up on ~1000 nested brackets
+            raise SampleError("malformed_line", "JSON nested too deep to parse", row.file, row.line) from err
         if not isinstance(obj, dict):
             raise SampleError("malformed_line", "a line must hold one JSON object", row.file, row.line)
         if obj.get("is_valid", True) is False:

@@ -27,6 +27,10 @@ def check_aus(
     """Canonical, sorted AU codes; an unknown token or one outside ``vocab`` (when given) raises ``unknown_au``."""
     codes = []
     for token in tokens:
+        if isinstance(token, bool):  # True == 1 in Python: it would silently read as AU1
+            raise SampleError(
+                "unknown_au", f'AU {token!r} is a boolean; write AU numbers (4) or codes ("AU4")', path, line
+            )
         code = normalize_au(token) if isinstance(token, int | str) else None
         if code is None:
             raise SampleError("unknown_au", f"unknown AU {token!r}", path, line)

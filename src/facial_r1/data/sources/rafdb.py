@@ -18,7 +18,7 @@ from typing import Any
 
 from facial_r1.data.images import resolve_image
 from facial_r1.data.schema import DataError, make_record
-from facial_r1.data.sources.base import Row, SampleError, Source
+from facial_r1.data.sources.base import Row, SampleError, Source, text_lines
 from facial_r1.facs import LABEL_ORDERS
 
 LABEL_FILE = "EmoLabel/list_patition_label.txt"
@@ -49,14 +49,13 @@ class RafDbSource(Source):
         path = self.root / LABEL_FILE
         if not path.is_file():
             raise DataError("RAF-DB label file not found", str(path))
-        with open(path, encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                # The split is the file-name prefix; a line with neither prefix goes to train, where _parse reports it.
-                prefix = text.split()[0].split("_")[0]
-                if prefix == split or (split == "train" and prefix not in ("train", "test")):
-                    yield Row(str(path), number, text)
+        for number, text in enumerate(text_lines(path), start=1):
+            if not text.strip():
+                continue
+            # The split is the file-name prefix; a line with neither prefix goes to train, where _parse reports it.
+            prefix = text.split()[0].split("_")[0]
+            if prefix == split or (split == "train" and prefix not in ("train", "test")):
+                yield Row(str(path), number, text)
 
     def _parse(self, row: Row) -> dict[str, Any]:
         fields = row.data.split()

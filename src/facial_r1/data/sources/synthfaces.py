@@ -24,6 +24,9 @@ class SynthFacesSource(Source):
     """SynthFACS rendered on demand (``n_train`` / ``n_val`` / ``n_test`` samples)."""
 
     name = "synthfaces"
+    image_check = (
+        "none"  # rendered by this project and written atomically: decoding every one again buys nothing
+    )
 
     def __init__(
         self,
