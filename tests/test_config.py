@@ -82,26 +82,52 @@ def test_groups_are_discovered():
     assert len(GROUP_OPTIONS) >= 40
 
 
+def _model_config(option: str) -> dict:
+    return yaml.safe_load((CONF / "model" / f"{option}.yaml").read_text())["model"]
+
+
+def _tiny_folder_of_family(option: str, cache: Path) -> Path:
+    """The tiny model (random vision tower) of the family ``model=<option>`` names: the tiny config of that family."""
+    from facial_r1.models.tiny import TinySpec, tiny_model_path
+
+    family = _model_config(option)["family"]["_target_"]
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        model = _model_config(path.stem)
+        if model.get("tiny") and model["family"]["_target_"] == family:
+            return tiny_model_path(cache, TinySpec(**{**model["tiny"], "warm_start_steps": 0}))
+    raise AssertionError(
+        f"conf/model/{option}.yaml: no tiny model config of its family {family} in conf/model/"
+    )
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_instantiates(
     group, option, cfg_for, tiny_model_dir, tiny_cache, tmp_path
 ):
     key = group if group in DEFAULT_GROUPS else f"+{group}"
     overrides = [f"{key}={option}"]
-    if (group == "model" and option != "tiny") or group == "experiment":
-        overrides.append(f"model.path={tiny_model_dir}")  # the same adapter loads a checkpoint folder
+    folder = Path(tiny_model_dir)
+    if group == "model" and not _model_config(option).get("tiny"):
+        folder = _tiny_folder_of_family(
+            option, tiny_cache
+        )  # a real-checkpoint preset loads a folder of its family
+        overrides.append(f"model.path={folder}")
+    elif group == "experiment":
+        overrides.append(f"model.path={folder}")  # the same adapter loads a checkpoint folder
     else:
-        overrides.append("model.tiny.warm_start_steps=0")  # = tiny_model_dir, already built in the cache
+        overrides.append(
+            "model.tiny.warm_start_steps=0"
+        )  # the tiny build, fast (= tiny_model_dir for model=tiny)
     cfg = cfg_for(*overrides)
     node = cfg.get(group)
 
     if group in ("model", "experiment"):
         # run.py resolves init_from (latest_sft -> a folder) before instantiating; here there is no export yet
         adapter = instantiate(cfg.model, init_from=None)
-        if option == "tiny":
+        if not cfg.model.path:
             assert adapter.folder.parent == tiny_cache / "tiny_models"
         else:
-            assert adapter.folder == Path(tiny_model_dir)
+            assert adapter.folder == folder
         assert adapter.suppress_ids and adapter.stop_ids
     elif group == "dataset":
         if OmegaConf.is_missing(cfg.dataset, "root"):
@@ -150,13 +176,22 @@ def test_every_group_option_composes_and_instantiates(
     assert container["stage"]["name"] in ("sft", "grpo")
 
 
-def test_tiny_model_config_lists_every_spec_field():
+TINY_MODEL_OPTIONS = [
+    p.stem for p in sorted((CONF / "model").glob("*.yaml")) if _model_config(p.stem).get("tiny")
+]
+
+
+@pytest.mark.parametrize("option", TINY_MODEL_OPTIONS)
+def test_tiny_model_configs_list_every_spec_field(option):
+    """Every field is visible where it can be changed; tiny.yaml leaves out the fields added with the second family
+    (they would change its base-model identity, so GRPO's latest_sft would miss existing SFT exports)."""
     from dataclasses import fields
 
-    from facial_r1.models.tiny import TinySpec
+    from facial_r1.models.tiny import _ADDED_FIELDS, TinySpec
 
-    tiny = yaml.safe_load((CONF / "model" / "tiny.yaml").read_text())["model"]["tiny"]
-    assert set(tiny) == {f.name for f in fields(TinySpec)}
+    tiny = _model_config(option)["tiny"]
+    expected = {f.name for f in fields(TinySpec)} - (set(_ADDED_FIELDS) if option == "tiny" else set())
+    assert set(tiny) == expected
     TinySpec(**tiny)
 
 

@@ -68,10 +68,12 @@ def read_chat_template(path: str | Path) -> str | None:
     return None
 
 
-def save_processor(processor: ImageOnlyQwen2_5_VLProcessor, path: str | Path) -> None:
-    """Write tokenizer, image processor and chat template as a published Qwen2.5-VL folder has them: the standard
-    processor class in ``processor_config.json`` / ``tokenizer_config.json``, ``preprocessor_config.json`` for the
-    image processor, and ``chat_template.jinja``."""
+def save_processor(
+    processor: ImageOnlyQwen2_5_VLProcessor, path: str | Path, processor_class: str = STANDARD_PROCESSOR_CLASS
+) -> None:
+    """Write tokenizer, image processor and chat template as a published Qwen-VL folder has them: the standard
+    processor class (``processor_class``; another family passes its own) in ``processor_config.json`` /
+    ``tokenizer_config.json``, ``preprocessor_config.json`` for the image processor, and ``chat_template.jinja``."""
     folder = Path(path)
     processor.save_pretrained(folder)
     processor.tokenizer.save_pretrained(folder)
@@ -80,7 +82,7 @@ def save_processor(processor: ImageOnlyQwen2_5_VLProcessor, path: str | Path) ->
         file = folder / name
         if file.is_file():
             config = json.loads(file.read_text())
-            config["processor_class"] = STANDARD_PROCESSOR_CLASS
+            config["processor_class"] = processor_class
             file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     template = processor.chat_template or processor.tokenizer.chat_template
     if template:

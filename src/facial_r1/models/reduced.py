@@ -1,17 +1,19 @@
-"""A real-width, reduced-depth Qwen2.5-VL built from a published architecture, for checks the tiny model hides.
+"""A real-width, reduced-depth Qwen-VL built from a published architecture, for checks the tiny model hides.
 
 The tiny model is 128 wide with a 768-token vocabulary: nothing about it shows what a 151,936-row vocabulary, a
 2048-wide residual stream, a 1280-wide vision tower with windowed and full-attention blocks, bf16 shards or the
-published folder layout do to memory, dtypes and presets. This builds a folder with the published widths
-(``configs/<arch>.json``: the architecture fields of the published ``config.json``) and only a few layers, random
-weights, saved as bf16 ``safetensors`` shards with an index - the layout of a downloaded checkpoint - so
-``model=qwen2_5_vl_3b model.path=<folder>`` runs through the same code a real checkpoint does.
+published folder layout do to memory, dtypes and presets (for Qwen3-VL: DeepStack mergers at real width). This
+builds a folder with the published widths (``configs/<arch>.json``: the architecture fields of the published
+``config.json``) and only a few layers, random weights, saved as bf16 ``safetensors`` shards with an index - the
+layout of a downloaded checkpoint - so ``model=qwen2_5_vl_3b model.path=<folder>`` (or ``model=qwen3_vl_4b ...``)
+runs through the same code a real checkpoint does.
 
 The tokenizer is the tiny model's (no download): its ids, special tokens included, sit inside the full vocabulary,
 and the config's special-token ids point at them. Rows of the embedding beyond the tokenizer are never sampled
 (the adapter masks them, as it would a real checkpoint's padded vocabulary rows).
 
     python -m facial_r1.models.reduced --out /tmp/qwen2_5_vl_3b_reduced   # ~1.2 GB, ~20 s on 2 cores
+    python -m facial_r1.models.reduced --arch qwen3_vl_4b --out /tmp/qwen3_vl_4b_reduced
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-ARCHITECTURES = ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
+ARCHITECTURES = ("qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b")
 
 
 def published_config(arch: str) -> dict:
@@ -32,6 +34,54 @@ def published_config(arch: str) -> dict:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r}: allowed values are {', '.join(ARCHITECTURES)}")
     return json.loads(files("facial_r1.models").joinpath("configs", f"{arch}.json").read_text())
+
+
+def _reduce_qwen2_5_vl(config: dict, text_layers: int, vision_depth: int):
+    """Qwen2.5-VL at reduced depth: every other vision block full-attention, the rest windowed, as published."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    config["num_hidden_layers"] = text_layers
+    config["max_window_layers"] = text_layers
+    config["vision_config"] = {
+        **config["vision_config"],
+        "depth": vision_depth,
+        "fullatt_block_indexes": list(range(1, vision_depth, 2)),
+    }
+    # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2
+    )
+    return Qwen2_5_VLConfig(**config), Qwen2_5_VLForConditionalGeneration, image_processor
+
+
+def _reduce_qwen3_vl(config: dict, text_layers: int, vision_depth: int):
+    """Qwen3-VL at reduced depth: the DeepStack blocks scaled into the reduced tower (at most one per text layer,
+    since block k's features are added to text layer k)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    config["text_config"] = {**config["text_config"], "num_hidden_layers": text_layers}
+    vision = config["vision_config"]
+    deepstack = sorted({i * vision_depth // vision["depth"] for i in vision["deepstack_visual_indexes"]})
+    config["vision_config"] = {
+        **vision,
+        "depth": vision_depth,
+        "deepstack_visual_indexes": deepstack[:text_layers],
+    }
+    # the published image processor settings: 16 px patches, merge 2, mean = std = 0.5, 64 to 16384 tokens
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=65536,
+        max_pixels=16777216,
+        patch_size=16,
+        merge_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return Qwen3VLConfig(**config), Qwen3VLForConditionalGeneration, image_processor
+
+
+_REDUCERS = {"qwen2_5_vl": _reduce_qwen2_5_vl, "qwen3_vl": _reduce_qwen3_vl}
 
 
 def build_reduced_model(
@@ -44,11 +94,8 @@ def build_reduced_model(
     max_shard_size: str = "300MB",
     seed: int = 0,
 ) -> Path:
-    """Write a ``arch``-wide model with ``text_layers`` decoder layers and ``vision_depth`` vision blocks (every
-    other one full-attention, the rest windowed, as in the published towers) to ``out_dir``."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
+    """Write a ``arch``-wide model with ``text_layers`` decoder layers and ``vision_depth`` vision blocks to
+    ``out_dir`` (the family's block pattern kept, see ``_reduce_*``)."""
     from facial_r1.models.processor import load_processor, read_chat_template
 
     out = Path(out_dir)
@@ -65,34 +112,32 @@ def build_reduced_model(
         "video_token_id": "<|video_pad|>",
     }
     config = published_config(arch)
-    vocab_size = config["vocab_size"]
+    # Qwen2.5-VL's published config is flat; Qwen3-VL's nests the text model's fields (ids, vocabulary) under
+    # text_config and keeps the vision token ids at the top.
+    text = config.get("text_config", config)
+    vocab_size = text["vocab_size"]
     for key, token in special.items():
-        config[key] = ids.get(token, tokenizer.convert_tokens_to_ids(token))
+        (text if key in ("bos_token_id", "eos_token_id", "pad_token_id") else config)[key] = ids.get(
+            token, tokenizer.convert_tokens_to_ids(token)
+        )
     if len(tokenizer) > vocab_size:
         raise ValueError(
             f"tokenizer of {tokenizer_dir} has {len(tokenizer)} ids, more than {arch}'s {vocab_size}"
         )
-    config["num_hidden_layers"] = text_layers
-    config["max_window_layers"] = text_layers
-    config["vision_config"] = {
-        **config["vision_config"],
-        "depth": vision_depth,
-        "fullatt_block_indexes": list(range(1, vision_depth, 2)),
-    }
+    hf_config, model_class, image_processor = _REDUCERS[config["model_type"]](
+        config, text_layers, vision_depth
+    )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**config)).to(torch.bfloat16)
-    model.generation_config.eos_token_id = [config["eos_token_id"], config["bos_token_id"]]
-    model.generation_config.pad_token_id = config["pad_token_id"]
-    model.generation_config.bos_token_id = config["bos_token_id"]
+    model = model_class(hf_config).to(torch.bfloat16)
+    model.generation_config.eos_token_id = [text["eos_token_id"], text["bos_token_id"]]
+    model.generation_config.pad_token_id = text["pad_token_id"]
+    model.generation_config.bos_token_id = text["bos_token_id"]
     model.save_pretrained(out, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(out)
     template = read_chat_template(tokenizer_dir)
     if template:
         (out / "chat_template.jinja").write_text(template)
-    # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
-    Qwen2VLImageProcessorPil(
-        min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2
-    ).save_pretrained(out)
+    image_processor.save_pretrained(out)
     (out / "reduced_model.json").write_text(
         json.dumps(
             {"arch": arch, "text_layers": text_layers, "vision_depth": vision_depth, "seed": seed}, indent=2

@@ -1,4 +1,4 @@
-"""Vision warm start for the tiny model: stand-in for the pretrained vision tower a real Qwen2.5-VL ships with.
+"""Vision warm start for the tiny model: stand-in for the pretrained vision tower a real Qwen-VL ships with.
 
 A randomly initialised vision tower makes the tiny model learn language long before it learns to look, so SFT on
 300 samples ends up ignoring the image (measured: emotion accuracy near chance). A real checkpoint's tower already
@@ -71,7 +71,13 @@ def warm_start_vision(
     metrics: dict[str, float] = {}
     for step in range(steps):
         idx = torch.randint(num_images, (batch_size,), generator=generator)
-        feats = visual(pixels[idx].reshape(-1, pixels.shape[-1]), grid_thw=grid[idx]).pooler_output
+        out = visual(pixels[idx].reshape(-1, pixels.shape[-1]), grid_thw=grid[idx])
+        feats = out.pooler_output
+        # Qwen3-VL's DeepStack mergers also feed the language model (added to the image positions of its first
+        # layers): the probe reads their sum with the main merger's output, so they are trained rather than left
+        # to inject random features. Qwen2.5-VL's tower has none.
+        for deepstack in getattr(out, "deepstack_features", None) or ():
+            feats = feats + deepstack
         logits = probe(feats.reshape(batch_size, -1))
         au_logits, emo_logits = logits[:, : len(au_numbers)], logits[:, len(au_numbers) :]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(au_logits, aus[idx])
