@@ -262,9 +262,13 @@ def test_export_reload_gives_identical_outputs(make_policy, face_samples, tmp_pa
     assert policy.generate(a, greedy).texts == reloaded.generate(b, greedy).texts
 
 
-def test_a_folder_of_another_family_is_refused(tiny_model_dir):
+def test_a_folder_of_another_family_is_refused(tiny_model_dir, qwen3_dir):
     with pytest.raises(ValueError, match="model_type is 'qwen2_5_vl'.*qwen3_vl family"):
         Policy(family=Qwen3VLFamily(), path=str(tiny_model_dir), dtype="float32")
+    from facial_r1.models.qwen2_5_vl import Qwen25VLFamily
+
+    with pytest.raises(ValueError, match="model_type is 'qwen3_vl'.*qwen2_5_vl family"):
+        Policy(family=Qwen25VLFamily(), path=str(qwen3_dir), dtype="float32")
 
 
 # --------------------------------------------------------------------------- published architectures

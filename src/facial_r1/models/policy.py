@@ -63,6 +63,20 @@ def resolve_model_folder(
     return tiny_model_path(cache_dir, TinySpec(**dict(tiny)))
 
 
+def check_model_type(folder: str | Path, expected: str | None) -> None:
+    """Refuse a local folder of another family: its processor would encode prompts its model does not expect
+    (e.g. 14 px patches for a 16 px tower), or fail far from the cause."""
+    config = Path(folder) / "config.json"
+    if expected is None or not config.is_file():
+        return  # a hub id: transformers resolves it, and its own checks apply
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type != expected:
+        raise ValueError(
+            f"{config}: model_type is {model_type!r}, but model.family is the {expected} family; pick the model "
+            f"config of that checkpoint's family (conf/model/), or a {expected} folder"
+        )
+
+
 class Policy:
     """A vision-language policy of any family; implements :class:`facial_r1.models.adapter.VLMAdapter`."""
 
@@ -91,6 +105,7 @@ class Policy:
         if system_prompt is not None:
             family.system_prompt = system_prompt
         self.folder = resolve_model_folder(path, init_from, tiny, cache_dir)
+        check_model_type(self.folder, getattr(family, "model_type", None))
         self.processor = family.load_processor(self.folder, min_pixels=min_pixels, max_pixels=max_pixels)
         self.tokenizer = self.processor.tokenizer
         self.shared_prefix = shared_prefix

@@ -35,6 +35,7 @@ PROMPT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values
 class Qwen25VLFamily:
     """Encoding and positions of Qwen2.5-VL. Holds the processor it loaded; otherwise stateless."""
 
+    model_type = "qwen2_5_vl"  # config.json's; the policy refuses a folder of another family
     lora_target_regex = LORA_TARGET_REGEX
     vision_tokens = VISION_TOKENS
 

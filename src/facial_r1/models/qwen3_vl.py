@@ -18,7 +18,6 @@ can be shared by G completions exactly as for Qwen2.5-VL.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers import AutoProcessor, AutoTokenizer, Qwen3VLConfig
@@ -77,24 +76,9 @@ class Qwen3VLFamily(Qwen25VLFamily):
     def load_processor(
         self, folder: str | Path, min_pixels: int | None = None, max_pixels: int | None = None
     ) -> ImageOnlyQwen3VLProcessor:
-        check_model_type(folder, self.model_type)
         self.processor = load_processor(folder, min_pixels=min_pixels, max_pixels=max_pixels)
         self.processor.tokenizer.padding_side = "left"
         return self.processor
 
     def save_processor(self, path: str | Path) -> None:
         save_processor(self.processor, path, processor_class=STANDARD_PROCESSOR_CLASS)
-
-
-def check_model_type(folder: str | Path, expected: str) -> None:
-    """Refuse a local folder of another family: its processor would encode prompts its model does not expect
-    (e.g. 14 px patches for a 16 px tower), or fail far from the cause."""
-    config = Path(folder) / "config.json"
-    if not config.is_file():
-        return  # a hub id: transformers resolves it, and its own checks apply
-    model_type = json.loads(config.read_text()).get("model_type")
-    if model_type != expected:
-        raise ValueError(
-            f"{config}: model_type is {model_type!r}, but model.family is the {expected} family; pick the model "
-            f"config of that checkpoint's family (conf/model/), or a {expected} folder"
-        )

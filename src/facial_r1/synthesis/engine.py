@@ -131,7 +131,9 @@ def _generate(
 ) -> list[list[str]]:
     """One batched generation; completions grouped per prompt (K each)."""
     started = time.perf_counter()
-    if engine is None or getattr(engine, "policy", None) is adapter:  # the hf engine = the adapter's own decode loop
+    if (
+        engine is None or getattr(engine, "policy", None) is adapter
+    ):  # the hf engine = the adapter's own decode loop
         rollout = adapter.generate(adapter.encode_prompts(images, texts), params)
     else:
         from facial_r1.rollout.types import rollout_prompts
