@@ -185,7 +185,7 @@ def published_depths(config: dict) -> tuple[int, int]:
     return int(layers), int(config["vision_config"]["depth"])
 
 
-def build_full(arch: str, out: Path, device: str) -> None:
+def build_full(arch: str, out: Path, device: str, cache_dir: str | None) -> None:
     """``arch`` at full width and depth, random weights, the tiny tokenizer, into ``out`` (``--build`` subprocess)."""
     import torch
 
@@ -193,7 +193,7 @@ def build_full(arch: str, out: Path, device: str) -> None:
 
     config = published_config(arch)
     layers, depth = published_depths(config)
-    tokenizer_dir = tiny_folder(None, quick=True)
+    tokenizer_dir = tiny_folder(cache_dir, quick=True)
     # Parameters are created on the GPU when there is one: random init of ~4 B parameters takes a minute on CPUs.
     with torch.device(device):
         build_reduced_model(
@@ -205,9 +205,6 @@ def build_full(arch: str, out: Path, device: str) -> None:
     vision = config["vision_config"]
     if "fullatt_block_indexes" in vision:
         written["vision_config"]["fullatt_block_indexes"] = vision["fullatt_block_indexes"]
-        for key in ("max_window_layers",):
-            if key in config:
-                written[key] = config[key]
         (out / "config.json").write_text(json.dumps(written, indent=2))
     (out / "gpu_check.json").write_text(
         json.dumps({"arch": arch, "text_layers": layers, "vision_depth": depth})
@@ -235,7 +232,7 @@ def model_folder(args, arch: str, device: str, log_dir: Path, deadline: float) -
         if stale.exists():
             shutil.rmtree(stale)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--build", arch, "--folder", str(partial)]
-    cmd += ["--device", device]
+    cmd += ["--device", device, "--cache-dir", str(cache)]
     timeout = min(args.row_timeout_s, remaining(deadline))
     start = time.perf_counter()
     status, _, tail = run_logged(cmd, log_dir / f"{arch}-build.log", timeout)
@@ -705,7 +702,7 @@ def main(argv: list[str] | None = None) -> str:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.build:
-        build_full(args.build, Path(args.folder), resolve_device(args.device))
+        build_full(args.build, Path(args.folder), resolve_device(args.device), args.cache_dir)
         print(RESULT_TAG + json.dumps({"folder": args.folder}), flush=True)
         return ""
     if args.worker:
