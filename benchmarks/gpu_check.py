@@ -605,31 +605,11 @@ def row_label(row: str, device: str) -> str:
     return LABELS[row]
 
 
-def checkpointing_compat() -> None:
-    """Let ``Policy`` turn on activation checkpointing under the vLLM environment's transformers.
-
-    ``Policy`` calls ``activation_checkpointing_enable`` (transformers 5.2x); 5.19 - vLLM 0.32's pin - only has
-    ``gradient_checkpointing_enable``, so every real preset (``activation_checkpointing: true``) fails there with an
-    AttributeError. The fix belongs in ``models/policy.py`` (pick the name the installed version has, as it does
-    for the KV-cache keyword); until then this check maps the new name onto the old one where it is missing.
-    """
-    from transformers import PreTrainedModel
-
-    if hasattr(PreTrainedModel, "activation_checkpointing_enable"):
-        return
-
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None):
-        self.gradient_checkpointing_enable(gradient_checkpointing_kwargs=activation_checkpointing_kwargs)
-
-    PreTrainedModel.activation_checkpointing_enable = activation_checkpointing_enable
-
-
 def worker(args) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(args.device)
     if device == "cpu":
         pin_threads()
-    checkpointing_compat()
     arch, folder = args.arch[0], Path(args.folder)
     if args.worker == "trl_vllm":
         result = run_trl(args, arch, folder, device, started)

@@ -136,9 +136,14 @@ class Policy:
         if lora:
             self.apply_lora(**self._lora)
         if activation_checkpointing:
-            self.model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
+            # transformers 5.2x: activation_checkpointing_enable; 5.19 (the vLLM environment): the older name
+            enable = getattr(self.model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
         if reference not in REFERENCE_MODES:
             raise ValueError(
                 f"model.reference={reference!r}: allowed values are auto, lora_disabled, frozen_copy"

@@ -43,11 +43,13 @@ def _reduce_qwen2_5_vl(config: dict, text_layers: int, vision_depth: int):
 
     config["num_hidden_layers"] = text_layers
     config["max_window_layers"] = text_layers
-    config["vision_config"] = {
-        **config["vision_config"],
-        "depth": vision_depth,
-        "fullatt_block_indexes": list(range(1, vision_depth, 2)),
-    }
+    published = config["vision_config"]
+    full_attention = (  # the published layout at full depth; every other block when reduced
+        published["fullatt_block_indexes"]
+        if vision_depth == published["depth"]
+        else list(range(1, vision_depth, 2))
+    )
+    config["vision_config"] = {**published, "depth": vision_depth, "fullatt_block_indexes": full_attention}
     # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
     image_processor = Qwen2VLImageProcessorPil(
         min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2

