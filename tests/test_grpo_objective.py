@@ -9,7 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facial_r1.grpo.config import AdvantageScale, GRPOConfig, KLEstimator, LossAggregation, ZeroStd
+from facial_r1.grpo.config import (
+    AdvantageScale,
+    GRPOConfig,
+    ImportanceLevel,
+    KLEstimator,
+    LossAggregation,
+    RolloutCorrection,
+    ZeroStd,
+)
 from facial_r1.grpo.objective import (
     aggregate_loss,
     build_loss_mask,
@@ -390,6 +398,93 @@ def test_grpo_loss_with_stale_old_logps_clips():
     assert close(loss, -(1.2 + 1.0) / 2, 1e-6) and close(metrics["policy/clip_frac_high"], 0.5)
 
 
+def test_grpo_loss_scales_the_surrogate_by_rollout_weights_but_not_the_kl():
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.9], [0.5, 0.9, 0.9]])).requires_grad_()
+    ref = torch.log(torch.tensor([[0.25, 0.5, 0.9], [0.5, 0.9, 0.9]]))
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    adv = torch.tensor([1.0, -2.0])
+    weights = torch.tensor([[2.0, 0.5, 7.0], [1.5, 9.0, 9.0]])  # outside the mask: junk that must not count
+    loss, metrics = grpo_loss(logp, None, ref, adv, mask, GRPOConfig(beta=0.1), rollout_weights=weights)
+    k3a, k3b = 0.5 + math.log(2) - 1, 2 - math.log(2) - 1
+    seq0 = (-2.0 * 1 + 0.1 * k3a - 0.5 * 1 + 0.1 * k3b) / 2  # -w_t * A + beta * KL_t, KL unweighted
+    seq1 = -1.5 * -2.0
+    assert close(loss, (seq0 + seq1) / 2, 1e-6)
+    assert close(metrics["policy/pg_loss"], ((-2.0 - 0.5) / 2 + 3.0) / 2, 1e-6)  # 0.875
+    assert close(metrics["policy/kl"], (k3a + k3b) / 3, 1e-6)
+    # mu = 1 (rho == 1): d loss / d logp_t = -w_t * A / |o_i| / (number of sequences)
+    loss, _ = grpo_loss(logp, None, None, adv, mask, GRPOConfig(beta=0.0), rollout_weights=weights)
+    (grad,) = torch.autograd.grad(loss, logp)
+    assert close(grad, [[-0.5, -0.125, 0.0], [1.5, 0.0, 0.0]], 1e-6)
+    with pytest.raises(ValueError, match="rollout_weights"):
+        grpo_loss(logp, None, None, adv, mask, GRPOConfig(beta=0.0), rollout_weights=weights[:, :2])
+
+
+def test_unit_rollout_weights_leave_the_loss_unchanged():
+    torch.manual_seed(0)
+    logp = torch.randn(3, 4).requires_grad_()
+    mask = torch.rand(3, 4) > 0.3
+    adv = torch.randn(3)
+    cfg = GRPOConfig(beta=0.0, loss_aggregation="bnpo")
+    plain, _ = grpo_loss(logp, None, None, adv, mask, cfg)
+    weighted, _ = grpo_loss(logp, None, None, adv, mask, cfg, rollout_weights=torch.ones(3, 4))
+    assert torch.equal(plain, weighted)
+
+
+# GSPO (importance_level="sequence") -------------------------------------------------------------------------------
+
+# log-ratios logp - old_logp: row 0 [0.3, -0.1 | padding], rows 1 and 2 [0.5, 0.1, 0.0]
+GSPO_OLD = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+GSPO_LOG_RATIO = torch.tensor([[0.3, -0.1, 0.0], [0.5, 0.1, 0.0], [0.5, 0.1, 0.0]])
+GSPO_MASK = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]], dtype=torch.bool)
+GSPO_ADV = torch.tensor([1.0, 1.0, -1.0])
+
+
+def gspo_logp() -> torch.Tensor:
+    logp = GSPO_OLD + GSPO_LOG_RATIO
+    logp[0, 2] = -math.inf  # a padding position may hold anything
+    return logp.requires_grad_()
+
+
+def test_gspo_ratio_is_the_length_normalised_sequence_ratio_clipped_per_sequence():
+    logp = gspo_logp()
+    per_token, stats = clipped_surrogate(logp, GSPO_OLD, GSPO_ADV, 0.2, 0.2, GSPO_MASK, level="sequence")
+    s0, s1 = math.exp((0.3 - 0.1) / 2), math.exp((0.5 + 0.1 + 0.0) / 3)  # 1.105171, 1.221403
+    # row 0 inside [0.8, 1.2]; row 1 (A > 0) above 1.2: clipped; row 2 (A < 0): the pessimistic unclipped branch
+    expected = torch.tensor([[-s0, -s0, -s0], [-1.2] * 3, [s1] * 3])
+    assert close(torch.where(GSPO_MASK, per_token, 0.0), torch.where(GSPO_MASK, expected, 0.0), 1e-6)
+    assert close(stats["clip_frac_high"], 3 / 8) and close(stats["clip_frac_low"], 0.0)
+    assert close(stats["ratio_mean"], (2 * s0 + 6 * s1) / 8, 1e-6)
+    assert close(stats["ratio_max"], s1, 1e-6) and close(stats["ratio_min"], s0, 1e-6)
+
+    cfg = GRPOConfig(beta=0.0, num_iterations=2, importance_level="sequence")
+    loss, _ = grpo_loss(logp, GSPO_OLD, None, GSPO_ADV, GSPO_MASK, cfg)
+    assert close(loss, (-s0 - 1.2 + s1) / 3, 1e-6)  # -0.361256: GSPO's -1/G sum_i min(s_i A_i, clip(s_i) A_i)
+    (grad,) = torch.autograd.grad(loss, logp)
+    # d s_i / d logp_t = s_i / |o_i|; each sequence weighs 1/3; the clipped sequence and the padding get nothing
+    g0, g2 = -s0 / 2 / 3, s1 / 3 / 3  # -0.184195, 0.135711
+    assert close(grad, [[g0, g0, 0.0], [0.0] * 3, [g2] * 3], 1e-6)
+
+    token_loss, _ = grpo_loss(
+        logp, GSPO_OLD, None, GSPO_ADV, GSPO_MASK, GRPOConfig(beta=0.0, num_iterations=2)
+    )
+    # token level: row 0's e^0.3 = 1.35 is clipped to 1.2 on its own, e^-0.1 is not -> another value
+    assert not close(token_loss, loss, 1e-3)
+
+
+def test_gspo_gradient_equals_grpo_at_mu_1():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 5, 9, requires_grad=True)
+    tokens = torch.randint(0, 9, (3, 5))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    adv = torch.tensor([0.4, -1.1, 0.9])
+    grads = []
+    for level in ("token", "sequence"):
+        logp = token_logprobs_from_logits(logits, tokens)
+        loss, _ = grpo_loss(logp, None, None, adv, mask, GRPOConfig(beta=0.0, importance_level=level))
+        grads.append(torch.autograd.grad(loss, logits)[0])
+    assert close(grads[0], grads[1], 1e-6)
+
+
 # CONFIG -----------------------------------------------------------------------------------------------------------
 
 
@@ -426,8 +521,41 @@ def test_config_defaults_are_the_official_run_and_strings_are_coerced():
         ({"adv_eps": -1e-4}, r"adv_eps=-0.0001"),
         ({"zero_std": "resample", "max_resample_rounds": 0}, r"max_resample_rounds=0: .*DAPO"),
         ({"max_grad_norm": 0.0}, r"max_grad_norm=0.0"),
+        ({"importance_level": "batch"}, r"importance_level='batch' is not one of \['token', 'sequence'\]"),
+        (
+            {"rollout_correction": "on"},
+            r"rollout_correction='on' is not one of \['auto', 'none', 'token', 'sequence'\]",
+        ),
+        ({"rollout_correction_cap": 0.0}, r"rollout_correction_cap=0.0: .*Yao et al. 2025"),
+        (
+            {"importance_level": "sequence", "loss_aggregation": "dapo"},
+            r"importance_level='sequence' with loss_aggregation='dapo': GSPO.*Set loss_aggregation=grpo",
+        ),
+        (
+            {"importance_level": "sequence", "rollout_correction": "token"},
+            r"rollout_correction='token' with importance_level='sequence'.*Set rollout_correction=sequence",
+        ),
     ],
 )
 def test_config_validation_messages(kwargs, message):
     with pytest.raises(ValueError, match=rf"GRPOConfig\.{message}"):
         GRPOConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("correction", "level", "exact", "applied"),
+    [
+        ("auto", "token", True, None),  # hf: the trainer's own log-probs
+        ("auto", "token", False, "token"),  # vllm
+        ("auto", "sequence", False, "sequence"),  # GSPO + vllm: the correction follows the ratio's level
+        ("auto", "sequence", True, None),
+        ("none", "token", False, None),
+        ("token", "token", True, "token"),  # explicit wins, whatever the engine
+        ("sequence", "token", False, "sequence"),
+    ],
+)
+def test_rollout_correction_level(correction, level, exact, applied):
+    cfg = GRPOConfig(rollout_correction=correction, importance_level=level)
+    assert cfg.rollout_correction is RolloutCorrection(correction)
+    assert cfg.importance_level is ImportanceLevel(level)
+    assert cfg.correction_level(engine_logprobs_are_policy=exact) == applied

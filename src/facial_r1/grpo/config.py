@@ -6,7 +6,9 @@ std scaling with eps 1e-4 and the unbiased std, max completion 2048. The one del
 defaults to 10 (EasyR1 / verl); the official code leaves k3 unclamped (``kl_clamp=None``).
 
 Papers cited in the messages: GRPO = Shao et al. 2024 (DeepSeekMath); PPO = Schulman et al. 2017; DAPO = Yu et al.
-2025; Dr. GRPO = Liu et al. 2025 ("Understanding R1-Zero-Like Training").
+2025; Dr. GRPO = Liu et al. 2025 ("Understanding R1-Zero-Like Training"); GSPO = Zheng et al. 2025 ("Group Sequence
+Policy Optimization"); TIS = Yao et al. 2025 ("Your efficient RL framework secretly brings you off-policy RL
+training").
 """
 
 from __future__ import annotations
@@ -58,6 +60,22 @@ class ZeroStd(_StrEnum):
     )
 
 
+class ImportanceLevel(_StrEnum):
+    """Where the policy ratio pi_theta / pi_old is taken and clipped (see ``objective.clipped_surrogate``)."""
+
+    TOKEN = "token"  # one ratio per token (PPO / GRPO)
+    SEQUENCE = "sequence"  # GSPO: exp(mean over the sequence's tokens of the log-ratio), one per completion
+
+
+class RolloutCorrection(_StrEnum):
+    """Truncated importance sampling for a rollout engine whose log-probs differ from the trainer's (``grpo.tis``)."""
+
+    AUTO = "auto"  # on for engines that compute log-probs with another implementation (vllm), off for hf
+    NONE = "none"
+    TOKEN = "token"  # w_t = min(pi_old / pi_engine of the token, cap)
+    SEQUENCE = "sequence"  # w = min(product over the sequence's tokens of pi_old / pi_engine, cap)
+
+
 E = TypeVar("E", bound=Enum)
 
 
@@ -96,6 +114,9 @@ class GRPOConfig:
         3  # zero_std="resample": regeneration rounds for flat groups before masking them
     )
     max_grad_norm: float | None = 1.0  # None = no gradient clipping
+    importance_level: ImportanceLevel | str = ImportanceLevel.TOKEN  # sequence = GSPO
+    rollout_correction: RolloutCorrection | str = RolloutCorrection.AUTO
+    rollout_correction_cap: float = 2.0  # C, the upper bound of a TIS weight (Yao et al. 2025)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -108,6 +129,13 @@ class GRPOConfig:
         )
         self.advantage_scale = parse_enum(AdvantageScale, self.advantage_scale, "GRPOConfig.advantage_scale")
         self.zero_std = parse_enum(ZeroStd, self.zero_std, "GRPOConfig.zero_std")
+        self.importance_level = parse_enum(
+            ImportanceLevel, self.importance_level, "GRPOConfig.importance_level"
+        )
+        self.rollout_correction = parse_enum(
+            RolloutCorrection, self.rollout_correction, "GRPOConfig.rollout_correction"
+        )
+        sequence = self.importance_level == ImportanceLevel.SEQUENCE
         checks = [
             (
                 self.num_generations >= 2,
@@ -152,7 +180,38 @@ class GRPOConfig:
                 self.max_grad_norm is None or self.max_grad_norm > 0,
                 f"max_grad_norm={self.max_grad_norm}: must be > 0, or None for no clipping",
             ),
+            (
+                self.rollout_correction_cap > 0,
+                f"rollout_correction_cap={self.rollout_correction_cap}: must be > 0 (TIS caps each weight at it, "
+                "Yao et al. 2025)",
+            ),
+            (
+                not sequence or self.loss_aggregation == LossAggregation.GRPO,
+                f"importance_level='sequence' with loss_aggregation={str(self.loss_aggregation)!r}: GSPO's objective "
+                "averages one clipped sequence ratio per completion (Zheng et al. 2025, eq. 5), which is the 'grpo' "
+                "aggregation (token mean per sequence, then sequence mean); token-weighted aggregations would weight "
+                "a sequence's shared ratio by its length. Set loss_aggregation=grpo",
+            ),
+            (
+                not sequence or self.rollout_correction != RolloutCorrection.TOKEN,
+                "rollout_correction='token' with importance_level='sequence': a sequence-level ratio (GSPO) needs a "
+                "sequence-level correction, or the tokens of one completion get different weights. Set "
+                "rollout_correction=sequence (or auto, which follows importance_level)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"GRPOConfig.{message}")
+
+    def correction_level(self, engine_logprobs_are_policy: bool) -> str | None:
+        """The TIS level this run applies: ``token`` / ``sequence``, or None for no correction.
+
+        ``auto`` corrects only where the rollout engine's log-probs come from another implementation than the
+        trainer's (``engine_logprobs_are_policy=False``: vLLM's kernels, possibly another precision), at the level of
+        the policy ratio (``importance_level``).
+        """
+        if self.rollout_correction == RolloutCorrection.NONE:
+            return None
+        if self.rollout_correction == RolloutCorrection.AUTO:
+            return None if engine_logprobs_are_policy else str(self.importance_level)
+        return str(self.rollout_correction)

@@ -4,7 +4,9 @@ For a prompt, G completions o_i are sampled from pi_old and scored r_i. Per toke
 
     A_i   = (r_i - mean_g(r)) / (std_g(r) + eps)                         group_advantages
     rho   = exp(logp_theta - logp_old)                                   clipped_surrogate
-    L_t   = -min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_t
+            (GSPO, importance_level=sequence: exp(mean_t(logp_theta - logp_old)), one rho per completion)
+    L_t   = -w_t * min(rho * A_i, clip(rho, 1 - eps_low, 1 + eps_high) * A_i) + beta * KL_t
+    w_t   = constant truncated importance weight of a rollout engine (``grpo.tis``; 1 without correction)
     KL_t  = k1 | k2 | k3 estimate of KL(pi_theta || pi_ref)              kl_estimate
     loss  = aggregate(L, mask)  (grpo | bnpo | dr_grpo | dapo)           aggregate_loss
 
@@ -23,6 +25,7 @@ from torch import Tensor
 from facial_r1.grpo.config import (
     AdvantageScale,
     GRPOConfig,
+    ImportanceLevel,
     KLEstimator,
     LossAggregation,
     ZeroStd,
@@ -150,10 +153,19 @@ def clipped_surrogate(
     eps_low: float = 0.2,
     eps_high: float = 0.2,
     mask: Tensor | None = None,
+    level: ImportanceLevel | str = ImportanceLevel.TOKEN,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate, negated to a per-token loss.
 
     rho = exp(logp - old_logp);  loss_t = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A).
+
+    ``level="sequence"`` is GSPO (Zheng et al. 2025): one ratio per completion, the length-normalised sequence
+    ratio s_i = exp(sum_t mask_t * (logp_t - old_logp_t) / |o_i|) (|o_i| = the row's mask count), clipped per
+    sequence and shared by all its tokens; the gradient reaches every token through the mean. With "grpo"
+    aggregation the loss is GSPO's -1/G sum_i min(s_i A_i, clip(s_i) A_i). With old_logp = logp.detach() s_i == 1
+    and the gradient equals token-level GRPO's under "grpo" aggregation; the two differ once mu > 1. The paper's
+    clip range is far narrower (eps_low 3e-4, eps_high 4e-4) because a mean log-ratio moves much less than a
+    token's.
 
     The min is pessimistic: for A > 0 and rho > 1 + eps_high, or A < 0 and rho < 1 - eps_low, the clipped (constant)
     branch is taken and the gradient is 0. With old_logp = logp.detach() (mu = 1) rho == 1 exactly and
@@ -162,21 +174,30 @@ def clipped_surrogate(
     Args:
         logp, old_logp: [B,T] log-probs of the sampled tokens under pi_theta and pi_old.
         advantages: [B] (one per completion) or [B,T] (per token).
-        mask: [B,T] bool, tokens the statistics are taken over (all when None). The loss itself is not masked.
+        mask: [B,T] bool, tokens the statistics are taken over (all when None); at sequence level also the tokens
+            of each completion's mean log-ratio. The loss itself is not masked.
+        level: ``token`` (PPO / GRPO) or ``sequence`` (GSPO).
 
     Returns:
         per-token loss [B,T]; stats (detached 0-d tensors over the mask): ``clip_frac_low`` / ``clip_frac_high``
-        (share of tokens whose gradient the lower / upper clip removed), ``clip_frac`` (their sum), ``ratio_mean``,
-        ``ratio_min``, ``ratio_max`` (1 when the mask is empty).
+        (share of tokens whose gradient the lower / upper clip removed; at sequence level a clipped sequence counts
+        all its tokens), ``clip_frac`` (their sum), ``ratio_mean``, ``ratio_min``, ``ratio_max`` (1 when the mask
+        is empty).
     """
+    level = parse_enum(ImportanceLevel, level, "level")
+    m = torch.ones_like(logp, dtype=torch.bool) if mask is None else mask.bool()
     adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
-    ratio = torch.exp((logp - old_logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
+    log_ratio = logp - old_logp
+    if level == ImportanceLevel.SEQUENCE:
+        # torch.where, not a product: a padding position may hold -inf, and 0 * inf is NaN.
+        seq = torch.where(m, log_ratio, 0.0).sum(-1) / m.sum(-1).clamp(min=1)  # [B]
+        log_ratio = seq.unsqueeze(-1).expand_as(logp)
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND))
     pg_loss1 = ratio * adv
     pg_loss2 = ratio.clamp(1 - eps_low, 1 + eps_high) * adv
     per_token_loss = -torch.minimum(pg_loss1, pg_loss2)
 
     with torch.no_grad():
-        m = torch.ones_like(logp, dtype=torch.bool) if mask is None else mask.bool()
         low = (ratio < 1 - eps_low) & (adv < 0)
         high = (ratio > 1 + eps_high) & (adv > 0)
         any_token = m.any()
@@ -291,8 +312,10 @@ def grpo_loss(
     mask: Tensor,
     cfg: GRPOConfig,
     num_active_tokens: float | Tensor | None = None,
+    rollout_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """loss = aggregate(-min(rho A, clip(rho) A) + beta * KL, mask) under ``cfg``.
+    """loss = aggregate(-w * min(rho A, clip(rho) A) + beta * KL, mask) under ``cfg`` (rho per token, or per
+    sequence with ``cfg.importance_level="sequence"``: GSPO).
 
     Args:
         logp: [B,T] log-probs under pi_theta (with grad); old_logp: [B,T] under pi_old, or None for mu = 1
@@ -300,6 +323,10 @@ def grpo_loss(
             given with beta == 0 it is used for the KL metric only).
         advantages: [B] or [B,T]; mask: [B,T] bool (the loss mask, see ``build_loss_mask``).
         num_active_tokens: for ``dapo`` aggregation (see ``aggregate_loss``).
+        rollout_weights: [B,T] truncated importance weights pi_old / pi_engine of a rollout engine
+            (``grpo.tis.truncated_importance_weights``), or None (all 1). Constants: they scale the surrogate's
+            per-token loss, not the KL penalty (which compares pi_theta with pi_ref, not the sampler), as TRL and
+            verl apply them.
 
     Returns:
         scalar loss; metrics (detached 0-d tensors, over the mask's tokens) keyed ``policy/loss``, ``policy/pg_loss``
@@ -313,7 +340,15 @@ def grpo_loss(
         )
     m = mask.bool()
     old = logp.detach() if old_logp is None else old_logp
-    pg_per_token, clip_stats = clipped_surrogate(logp, old, advantages, cfg.eps_low, cfg.eps_high, m)
+    pg_per_token, clip_stats = clipped_surrogate(
+        logp, old, advantages, cfg.eps_low, cfg.eps_high, m, level=cfg.importance_level
+    )
+    if rollout_weights is not None:
+        if rollout_weights.shape != logp.shape:
+            raise ValueError(
+                f"rollout_weights {tuple(rollout_weights.shape)} must have logp's [B,T] shape {tuple(logp.shape)}"
+            )
+        pg_per_token = pg_per_token * rollout_weights.detach()
     per_token = pg_per_token
     kl = None
     if ref_logp is not None:

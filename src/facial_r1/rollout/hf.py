@@ -20,6 +20,9 @@ from facial_r1.rollout.types import RolloutPrompt
 class HFEngine:
     """Samples with the policy's module; nothing to sync (it is the module being trained)."""
 
+    # Its log-probs come from the trainer's own module and kernels: GRPO's rollout_correction=auto leaves TIS off.
+    exact_policy_logprobs = True
+
     def __init__(self, policy):
         self.policy = policy
 

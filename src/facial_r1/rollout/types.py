@@ -28,6 +28,9 @@ class RolloutEngine(Protocol):
     every optimizer step so the engine samples from the updated policy. ``encoded`` is the same prompts encoded by the
     policy, when the caller has them (an engine that samples with the policy's own module reuses them; others ignore
     it).
+
+    ``exact_policy_logprobs`` (optional, default False): True when the engine's log-probs are computed by the
+    trainer's own module and kernels, so GRPO's ``rollout_correction=auto`` needs no importance sampling correction.
     """
 
     def generate(self, prompts: list[RolloutPrompt], params: SamplingParams, encoded=None) -> Rollout: ...

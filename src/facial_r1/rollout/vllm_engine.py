@@ -99,6 +99,10 @@ class VLLMEngine:
     new policy weights after an optimizer step.
     """
 
+    # vLLM's kernels (and on a GPU its precision) give log-probs that differ from the trainer's: GRPO's
+    # rollout_correction=auto corrects for it with truncated importance sampling (grpo/tis.py).
+    exact_policy_logprobs = False
+
     def __init__(
         self,
         model_folder: str,

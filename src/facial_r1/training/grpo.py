@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from facial_r1.data.images import load_image
 from facial_r1.grpo.config import GRPOConfig, LossAggregation, ZeroStd
 from facial_r1.grpo.objective import build_loss_mask, group_advantages, grpo_loss
+from facial_r1.grpo.tis import truncated_importance_weights
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams
 from facial_r1.rollout.types import rollout_prompts
 from facial_r1.training.base import StageModule
@@ -92,6 +93,9 @@ class GRPOModule(StageModule):
             )
         )
         self.micro_batch_size = stage.get("micro_batch_size")
+        # Truncated importance sampling level (None = off); ``auto`` is on for engines not sampling with the policy.
+        self.correction = self.cfg.correction_level(getattr(self.engine, "exact_policy_logprobs", False))
+        log.info("rollout correction (TIS): %s", self.correction or "off")
         self.resample_records = list(resample_records or [])
         self.last_step_logs: dict[str, float] = {}  # the last training step's metrics (see ``log_step``)
 
@@ -111,11 +115,17 @@ class GRPOModule(StageModule):
         ro = scored.rollout
         advantages, adv_stats = self.advantages(scored.rewards, ro.prompt_index)  # 3. advantages
         loss_mask = build_loss_mask(ro.completion_mask, ro.truncated, adv_stats.zero_std, self.cfg)
-        old_logp = self.policy_logprobs(scored) if self.cfg.num_iterations > 1 else None  # 4. old / ref
+        # 4. old / ref log-probs; pi_old also for the rollout engine's importance weights (with mu = 1 the ratio
+        # keeps old_logp = None, so it stays exactly 1)
+        need_old = self.cfg.num_iterations > 1 or self.correction is not None
+        policy_logp = self.policy_logprobs(scored) if need_old else None
+        old_logp = policy_logp if self.cfg.num_iterations > 1 else None
         ref_logp = self.reference_logprobs(scored) if self.cfg.beta > 0 else None
+        rollout_weights, correction_logs = self.rollout_weights(ro, policy_logp)
         metrics = self.update(
-            scored, advantages.to(self.device), loss_mask.to(self.device), old_logp, ref_logp
+            scored, advantages.to(self.device), loss_mask.to(self.device), old_logp, ref_logp, rollout_weights
         )  # 5
+        metrics.update(correction_logs)
         t2 = time.perf_counter()
         self.log_step(
             scored, advantages, adv_stats, metrics, rollout_s=t1 - t0, update_s=t2 - t1, step=step
@@ -287,6 +297,28 @@ class GRPOModule(StageModule):
             )
         return logp
 
+    @torch.no_grad()
+    def rollout_weights(self, ro: Rollout, policy_logp: torch.Tensor | None):
+        """TIS weights [N,T] (pi_old / pi_engine, capped) and the mismatch metrics; (None, {}) without correction.
+
+        Taken over every sampled token (the completion mask): the mismatch is the engine's, whatever the loss mask
+        drops afterwards.
+        """
+        if self.correction is None:
+            return None, {}
+        weights, stats = truncated_importance_weights(
+            policy_logp,
+            ro.logprobs.to(policy_logp.device),
+            ro.completion_mask.to(policy_logp.device),
+            cap=self.cfg.rollout_correction_cap,
+            level=self.correction,
+        )
+        return weights, {
+            "rollout/mismatch_kl": float(stats.mismatch_kl),
+            "rollout/tis_capped_frac": float(stats.capped_frac),
+            "rollout/tis_weight_mean": float(stats.mean_weight),
+        }
+
     # ------------------------------------------------------------------ 5. update
     def _micro_batches(self, n: int) -> list[torch.Tensor]:
         size = int(self.micro_batch_size or n)
@@ -315,7 +347,9 @@ class GRPOModule(StageModule):
             return value.float()
         return self.trainer.strategy.reduce(value.float().to(self.device), reduce_op="mean").cpu()
 
-    def update(self, scored, advantages, loss_mask, old_logp, ref_logp) -> dict[str, float]:
+    def update(
+        self, scored, advantages, loss_mask, old_logp, ref_logp, rollout_weights=None
+    ) -> dict[str, float]:
         """mu optimizer steps on this rollout batch, each accumulated over micro-batches of completions."""
         opt, sched = self.optimizers(), self.lr_schedulers()
         ro = scored.rollout
@@ -339,6 +373,7 @@ class GRPOModule(StageModule):
                     loss_mask[idx],
                     self.cfg,
                     num_active_tokens=num_active,
+                    rollout_weights=None if rollout_weights is None else rollout_weights[idx],
                 )
                 self.manual_backward(loss * weight)
                 for k, v in metrics.items():
