@@ -79,7 +79,8 @@ def truncated_importance_weights(
     weights = ratio.clamp(max=cap) * m
     n = m.sum().clamp_min(1)
     stats = TISStats(
-        mismatch_kl=((log_ratio.exp() - 1 - log_ratio) * m).sum() / n,
+        # expm1(d) - d, not exp(d) - 1 - d: at float32 the latter rounds a 1e-5 log-ratio's 5e-11 to noise
+        mismatch_kl=((torch.expm1(log_ratio) - log_ratio) * m).sum() / n,
         capped_frac=capped_frac,
         mean_weight=weights.sum() / n,
     )
