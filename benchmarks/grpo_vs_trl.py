@@ -169,7 +169,10 @@ def run_ours(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list
     L.seed_everything(int(cfg.seed), verbose=False)
     adapter = instantiate(cfg.model, path=str(folder), init_from=None)
     records = data.records
-    module = GRPOModule(adapter, prompt, reward, cfg.stage, val_records=[], resample_records=records)
+    module = instantiate(cfg.stage.module)(
+        adapter=adapter, prompt=prompt, stage=cfg.stage, reward=reward, resample_records=records
+    )
+    assert isinstance(module, GRPOModule), cfg.stage.module._target_
     # The rollout batches in TRL's order (no shuffling): one batch of B records + images per step.
     batches = [
         {"records": records[k : k + args.B], "images": data.images[k : k + args.B]}

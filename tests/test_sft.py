@@ -3,6 +3,7 @@ of ``python train.py`` (all outputs; kill -9 then ``ckpt_path=last``)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from facial_r1.data.prompts import load_prompts
 from facial_r1.data.teachers.template import build_sft_records
 from facial_r1.training.data import RecordDataset, StageData, StepBatches
-from facial_r1.training.optim import build_optimizer, lr_factor
+from facial_r1.training.optim import configure_optimizers, warmup_schedule
 
 IGNORE = -100
 
@@ -136,51 +137,59 @@ def test_stage_data_resumes_at_the_restored_step(face_samples, tmp_path):
 # --------------------------------------------------------------------------- learning rate
 
 
-def test_lr_factor_warmup_then_decay():
-    kw = dict(warmup_steps=10, total_steps=110, min_ratio=0.1)
-    for schedule in ("cosine", "linear", "constant"):
-        assert lr_factor(0, schedule=schedule, **kw) == pytest.approx(0.1)
-        assert lr_factor(4, schedule=schedule, **kw) == pytest.approx(0.5)
-        assert lr_factor(9, schedule=schedule, **kw) == pytest.approx(1.0)
-        assert lr_factor(10, schedule=schedule, **kw) == pytest.approx(1.0)
+def _factors(name: str, warmup: int, total: int, floor: float, steps) -> list[float]:
+    """The LR multiplier of ``warmup_schedule`` at each of ``steps`` (0-based optimizer steps)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_schedule(
+        opt, name=name, num_warmup_steps=warmup, num_training_steps=total, min_lr_ratio=floor
+    )
+    return [sched.lr_lambdas[0](s) for s in steps]
+
+
+def test_schedules_warm_up_then_decay_to_the_floor():
+    """transformers' schedules behind stage.scheduler: warmup factor step / W (the first step at 0), then the decay
+    to ``min_lr_ratio`` the previous hand-written schedule had (unchanged from step W on)."""
+    kw = dict(warmup=10, total=110, floor=0.1)
+    for name in ("cosine", "constant"):
+        assert _factors(name, steps=[0, 4, 9, 10], **kw) == pytest.approx([0.0, 0.4, 0.9, 1.0])
     # progress = (step - 10) / 100
-    assert lr_factor(35, schedule="cosine", **kw) == pytest.approx(
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))
+    assert _factors("cosine", steps=[35, 60, 110], **kw) == pytest.approx(
+        [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)), 0.55, 0.1]
     )
-    assert lr_factor(60, schedule="cosine", **kw) == pytest.approx(0.55)
-    assert lr_factor(110, schedule="cosine", **kw) == pytest.approx(0.1)
-    assert lr_factor(35, schedule="linear", **kw) == pytest.approx(0.1 + 0.9 * 0.75)
-    assert lr_factor(60, schedule="linear", **kw) == pytest.approx(0.55)
-    assert lr_factor(110, schedule="linear", **kw) == pytest.approx(0.1)
-    for schedule in ("cosine", "linear"):
-        assert lr_factor(500, schedule=schedule, **kw) == pytest.approx(0.1), "stays at the floor"
-    assert lr_factor(60, schedule="constant", **kw) == 1.0
-    assert lr_factor(0, warmup_steps=0, total_steps=100, schedule="cosine", min_ratio=0.0) == 1.0
-    assert lr_factor(50, warmup_steps=0, total_steps=100, schedule="cosine", min_ratio=0.0) == pytest.approx(
-        0.5
+    assert _factors("constant", steps=[60, 500], **kw) == [1.0, 1.0]
+    # linear with a floor: warmup_stable_decay without a stable phase (its warmup rises from the floor)
+    assert _factors("linear", steps=[0, 5, 10, 35, 60, 109, 500], **kw) == pytest.approx(
+        [0.1, 0.55, 1.0, 0.1 + 0.9 * 0.75, 0.55, 0.1 + 0.9 * 0.01, 0.1]
     )
+    # linear to 0 (the published SFT recipe) and cosine without warmup (as before)
+    assert _factors("linear", 0, 100, 0.0, [0, 25, 100]) == pytest.approx([1.0, 0.75, 0.0])
+    assert _factors("cosine", 0, 100, 0.0, [0, 50]) == pytest.approx([1.0, 0.5])
     with pytest.raises(
         ValueError, match="stage.scheduler='cosinus': allowed values are cosine, linear, constant"
     ):
-        lr_factor(0, schedule="cosinus", **kw)
+        _factors("cosinus", steps=[0], **kw)
 
 
-def test_build_optimizer_steps_the_schedule_per_optimizer_step():
-    stage = SimpleNamespace(
-        lr=1.0, weight_decay=0.0, betas=[0.9, 0.999], warmup_steps=2, scheduler="linear", min_lr_ratio=0.0
-    )
+def test_configure_optimizers_steps_the_schedule_per_optimizer_step():
     model = torch.nn.Linear(2, 2)
     model.bias.requires_grad_(False)
-    conf = build_optimizer(model, stage, total_steps=6)
+    conf = configure_optimizers(
+        model,
+        functools.partial(torch.optim.AdamW, lr=1.0, betas=(0.9, 0.999)),
+        functools.partial(
+            warmup_schedule, name="linear", num_warmup_steps=2, num_training_steps=6, min_lr_ratio=0.0
+        ),
+    )
     optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     assert conf["lr_scheduler"]["interval"] == "step"
+    assert type(optimizer) is torch.optim.AdamW, "fp32 weights: no master copies"
     assert len(optimizer.param_groups[0]["params"]) == 1, "only trainable parameters"
     lrs = []
     for _ in range(6):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 0.75, 0.5, 0.25])
 
 
 # --------------------------------------------------------------------------- end to end

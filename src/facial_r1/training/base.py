@@ -1,31 +1,59 @@
-"""What both stage modules share: the model registration and periodic generation-based validation."""
+"""What both stage modules share: the model registration, the config-built optimizer and schedule, and greedy
+generation-based validation run by Lightning's validation loop."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 
-from facial_r1.evaluation.runner import evaluate_records, headline_metrics
+from facial_r1.evaluation.generate import generate_outputs
+from facial_r1.evaluation.metrics import compute_metrics
+from facial_r1.evaluation.runner import headline_metrics
+from facial_r1.models.adapter import SamplingParams
 from facial_r1.training.checkpoint import check_restorable, drop_frozen_weights
+from facial_r1.training.optim import configure_optimizers
 
 log = logging.getLogger(__name__)
 
 
 class StageModule(L.LightningModule):
-    """Holds the adapter (its ``model`` registered so Lightning moves, checkpoints and optimises it)."""
+    """Holds the adapter (its ``model`` registered so Lightning moves, checkpoints and optimises it).
 
-    def __init__(self, adapter, prompt, stage, reward=None, val_records=None, au_subset=None):
+    Built from ``stage.module`` (a ``_partial_`` of the stage's class, see conf/stage/); ``optimizer`` and
+    ``lr_scheduler`` are the ``stage.optimizer`` / ``stage.lr_scheduler`` partials: ``optimizer(params)``,
+    ``lr_scheduler(optimizer=...)``.
+    """
+
+    def __init__(
+        self,
+        adapter,
+        prompt,
+        stage,
+        reward=None,
+        au_subset=None,
+        optimizer: Callable | None = None,
+        lr_scheduler: Callable | None = None,
+    ):
         super().__init__()
+        if optimizer is None:
+            raise ValueError(
+                "stage.optimizer: a stage module needs an optimizer factory (see conf/optimizer/)"
+            )
         self.adapter = adapter
         self.model = adapter.model
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
         self.prompt, self.stage, self.reward, self.au_subset = prompt, stage, reward, au_subset
-        self.val_records = list(val_records or [])[: int(stage.eval.num_samples)]
-        self._last_eval_step = -1
+        self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
+        self._val_records: list[dict[str, Any]] = []
+        self._val_outputs: list[str] = []
         # Checkpoints hold trainable weights only (training/checkpoint.py); the frozen rest is already loaded.
         self.strict_loading = False
+
+    def configure_optimizers(self):
+        return configure_optimizers(self.model, self.optimizer_factory, self.lr_scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drop_frozen_weights(checkpoint["state_dict"], self.model, prefix="model.")
@@ -55,29 +83,35 @@ class StageModule(L.LightningModule):
 
             self.adapter.decode_sync = all_ranks_done
 
-    def maybe_validate(self) -> None:
-        """Greedy validation every ``stage.eval.every_n_steps`` optimizer steps (rank 0 generates, all log)."""
-        every = int(self.stage.eval.every_n_steps)
-        step = self.trainer.global_step
-        if every > 0 and self.val_records and step > 0 and step % every == 0 and self._last_eval_step != step:
-            self._last_eval_step = step
-            self.validate_generation()
+    # ------------------------------------------------------------------ validation (Lightning's loop)
+    # Every ``trainer.val_check_interval`` training batches (run.py derives it from stage.eval.every_n_steps) the
+    # val batches (StageData.val_dataloader: the first stage.eval.num_samples val records, the same on every rank,
+    # so sharded models decode in step) are generated greedily; the metrics are computed once over all of them.
+    def on_validation_epoch_start(self) -> None:
+        self._val_records, self._val_outputs = [], []
 
-    def validate_generation(self) -> dict[str, Any]:
-        """Greedy generation on the val split; logs ``val/*`` (accuracy, UAR, AU F1, format, consistency...)."""
-        metrics, _ = evaluate_records(
+    def validation_step(self, batch: dict[str, list], batch_idx: int) -> None:
+        records = batch["records"]
+        self._val_outputs += generate_outputs(
             self.adapter,
-            self.val_records,
-            self.prompt,
-            reward=self.reward,
-            au_subset=self.au_subset,
-            batch_size=int(self.stage.eval.batch_size),
-            max_new_tokens=int(self.stage.eval.max_new_tokens),
+            records,
+            self.prompt.user_text,
+            batch_size=len(records),
+            params=SamplingParams.greedy(int(self.stage.eval.max_new_tokens)),
             progress=False,
             desc="val",
         )
+        self._val_records += records
+
+    def on_validation_epoch_end(self) -> None:
+        """Logs ``val/*`` (accuracy, UAR, AU F1, format, consistency...) of the greedy outputs on the val batches."""
+        if not self._val_records:
+            return
+        metrics, _ = compute_metrics(
+            self._val_records, self._val_outputs, au_subset=self.au_subset, reward=self.reward
+        )
         scalars = headline_metrics(metrics, "val")
         if scalars:
-            self.log_dict(scalars, batch_size=len(self.val_records), sync_dist=True)
+            self.log_dict(scalars, batch_size=len(self._val_records), sync_dist=True)
         log.info("step %d val: %s", self.trainer.global_step, {k: round(v, 3) for k, v in scalars.items()})
-        return metrics
+        self._val_records, self._val_outputs = [], []

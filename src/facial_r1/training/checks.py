@@ -28,6 +28,20 @@ def _need(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_built_from_config(stage: DictConfig) -> None:
+    """``stage.module`` with its ``optimizer`` and ``lr_scheduler`` builds (imports its targets) - a typo in a
+    ``_target_`` fails here, not after the model has loaded."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    for key in ("module", "optimizer", "lr_scheduler"):
+        _need(key in stage and "_target_" in stage[key], f"stage.{key}: needs a _target_ (see conf/stage/)")
+    try:
+        instantiate(stage.module)
+    except InstantiationException as err:
+        raise ConfigError(f"stage.module / stage.optimizer / stage.lr_scheduler: {err}") from err
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Validate a composed ``train.yaml``; raises :class:`ConfigError` naming the key."""
     stage = cfg.stage
@@ -51,6 +65,7 @@ def check_train_config(cfg: DictConfig) -> None:
         f"stage.scheduler={stage.scheduler!r}: allowed values are {', '.join(SCHEDULES)}",
     )
     _need(float(stage.lr) > 0, f"stage.lr={stage.lr}: must be > 0")
+    _check_built_from_config(stage)
     _need(int(stage.accumulate_grad_batches) >= 1, "stage.accumulate_grad_batches must be >= 1")
     if stage.name == "sft":
         n = stage.num_samples

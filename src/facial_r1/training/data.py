@@ -77,9 +77,22 @@ class StepBatches(IterableDataset):
             batch += 1
 
 
+class RecordBatches(IterableDataset):
+    """``records`` in order, ``batch_size`` at a time, as lists of ``{"record"}`` items (images are decoded by the
+    generation call). Iterable, so Lightning gives every rank the whole list instead of a distributed slice:
+    validation metrics are computed over all of it, and sharded models decode in step on every rank."""
+
+    def __init__(self, records: list[dict[str, Any]], batch_size: int):
+        self.records, self.batch_size = records, max(1, int(batch_size))
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, len(self.records), self.batch_size):
+            yield [{"record": r} for r in self.records[start : start + self.batch_size]]
+
+
 def collate_samples(items: list[dict[str, Any]]) -> dict[str, list]:
     """Keep records and PIL images as lists: the model adapter does the family-specific encoding."""
-    return {"records": [it["record"] for it in items], "images": [it["image"] for it in items]}
+    return {"records": [it["record"] for it in items], "images": [it.get("image") for it in items]}
 
 
 def _collate_prebatched(batches: list[list[dict[str, Any]]]) -> dict[str, list]:
@@ -87,7 +100,9 @@ def _collate_prebatched(batches: list[list[dict[str, Any]]]) -> dict[str, list]:
 
 
 class StageData(L.LightningDataModule):
-    """Train/val/test records for one stage. ``train_records`` is what the stage trains on (SFT set or prompts)."""
+    """Train/val/test records for one stage. ``train_records`` is what the stage trains on (SFT set or prompts);
+    ``val_records`` are validated in batches of ``val_batch_size`` (the caller keeps the first stage.eval.num_samples).
+    """
 
     def __init__(
         self,
@@ -98,11 +113,12 @@ class StageData(L.LightningDataModule):
         seed: int,
         num_workers: int = 0,
         accumulate: int = 1,
+        val_batch_size: int = 64,
     ):
         super().__init__()
         self.train_records, self.val_records, self.test_records = train_records, val_records, test_records
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.accumulate = accumulate
+        self.accumulate, self.val_batch_size = accumulate, val_batch_size
 
     def train_dataloader(self) -> DataLoader:
         # Lightning restores the checkpoint before building this loader, so global_step is already the resumed one.
@@ -113,3 +129,7 @@ class StageData(L.LightningDataModule):
             RecordDataset(self.train_records), self.batch_size, self.seed, start, rank, world
         )
         return DataLoader(stream, batch_size=1, collate_fn=_collate_prebatched, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        stream = RecordBatches(self.val_records, self.val_batch_size)
+        return DataLoader(stream, batch_size=1, collate_fn=_collate_prebatched)

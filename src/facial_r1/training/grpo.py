@@ -31,7 +31,6 @@ from facial_r1.grpo.tis import truncated_importance_weights
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams
 from facial_r1.rollout.types import rollout_prompts
 from facial_r1.training.base import StageModule
-from facial_r1.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +67,10 @@ class RolloutBatch:
 
 
 class GRPOModule(StageModule):
-    def __init__(
-        self,
-        adapter,
-        prompt,
-        reward,
-        stage,
-        val_records=None,
-        au_subset=None,
-        resample_records=None,
-        engine=None,
-    ):
-        super().__init__(adapter, prompt, stage, reward=reward, val_records=val_records, au_subset=au_subset)
+    def __init__(self, adapter, prompt, stage, reward=None, resample_records=None, engine=None, **kwargs):
+        """``resample_records``: where ``zero_std=resample`` draws fresh prompts; ``engine``: the rollout engine
+        (``rollout`` config group; hf when None); ``kwargs``: :class:`StageModule`'s."""
+        super().__init__(adapter, prompt, stage, reward=reward, **kwargs)
         from facial_r1.rollout.hf import HFEngine
 
         self.engine = engine or HFEngine(adapter)  # the rollout engine (``rollout`` config group)
@@ -130,9 +121,6 @@ class GRPOModule(StageModule):
         self.log_step(
             scored, advantages, adv_stats, metrics, rollout_s=t1 - t0, update_s=t2 - t1, step=step
         )  # 6. log
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.maybe_validate()
 
     # ------------------------------------------------------------------ 1-2. rollout and score
     def sampling_params(self, num_prompts: int, salt: int = 0) -> SamplingParams:
@@ -387,7 +375,8 @@ class GRPOModule(StageModule):
                 )
             opt.step()
             opt.zero_grad(set_to_none=True)
-            sched.step()
+            if sched is not None:
+                sched.step()
             self.engine.sync(self.adapter)  # the engine samples from the updated policy (a no-op for hf)
         out = {k: v / self.cfg.num_iterations for k, v in sums.items()}
         out["policy/entropy"] = entropy_sum / max(entropy_tokens, 1.0)
@@ -472,6 +461,3 @@ class GRPOModule(StageModule):
             for j in range(G)
         ]
         log_image_table(self.loggers, "train/completions", rows, step=self.global_step)
-
-    def configure_optimizers(self):
-        return build_optimizer(self.model, self.stage, total_steps=int(self.trainer.max_steps))

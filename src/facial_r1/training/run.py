@@ -104,12 +104,12 @@ def train(cfg: DictConfig) -> float | None:
     info.update(identity.run_info())
     _write_json(run_dir / RUN_INFO, info)
     loggers = build_loggers(cfg, identity)
-    trainer_kwargs: dict[str, Any] = {}
+    trainer_kwargs: dict[str, Any] = validation_schedule(cfg, len(data.val_records))
     if stage.name == "sft":  # automatic optimisation: Lightning accumulates and clips
-        trainer_kwargs = {
-            "accumulate_grad_batches": int(stage.accumulate_grad_batches),
-            "gradient_clip_val": float(stage.max_grad_norm) or None,
-        }
+        trainer_kwargs.update(
+            accumulate_grad_batches=int(stage.accumulate_grad_batches),
+            gradient_clip_val=float(stage.max_grad_norm) or None,
+        )
     if str(cfg.trainer.get("strategy", "auto")) in (
         "auto",
         "ddp",
@@ -159,34 +159,34 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _build_stage(cfg, adapter, prompt, reward, splits):
+    """The stage's LightningModule (``stage.module``, a ``_partial_`` whose nested ``optimizer`` / ``lr_scheduler``
+    are built from config too) and its data: the SFT set written by the teacher, or GRPO's labelled prompts."""
     from hydra.utils import instantiate
 
     from facial_r1.training.data import StageData
 
     stage = cfg.stage
+    module_factory = instantiate(stage.module)
+    common = {
+        "adapter": adapter,
+        "prompt": prompt,
+        "stage": stage,
+        "reward": reward,
+        "au_subset": cfg.eval_au_subset,
+    }
     if stage.name == "sft":
         from facial_r1.data.teachers.template import build_sft_records
-        from facial_r1.training.sft import SFTModule
 
         teacher = instantiate(cfg.teacher)
         n = stage.num_samples if stage.num_samples == "all" else int(stage.num_samples)
         train_records = build_sft_records(splits["train"], n, seed=int(stage.seed), teacher=teacher)
-        module = SFTModule(
-            adapter, prompt, stage, reward=reward, val_records=splits["val"], au_subset=cfg.eval_au_subset
-        )
+        module = module_factory(**common)
         batch_size = int(stage.batch_size)
     else:
-        from facial_r1.training.grpo import GRPOModule
-
         # GRPO needs only labels (no reference reasoning): every train sample with a label of either kind.
         train_records = [r for r in splits["train"] if r.get("labels") or r.get("AUs") is not None]
-        module = GRPOModule(
-            adapter,
-            prompt,
-            reward,
-            stage,
-            val_records=splits["val"],
-            au_subset=cfg.eval_au_subset,
+        module = module_factory(
+            **common,
             resample_records=train_records,
             engine=instantiate(cfg.rollout, policy=adapter),  # rollout=hf (default) | vllm
         )
@@ -196,13 +196,29 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
     log.info("%s: %d training records", stage.name, len(train_records))
     data = StageData(
         train_records,
-        splits["val"],
+        splits["val"][: int(stage.eval.num_samples)],
         splits["test"],
         batch_size=batch_size,
         seed=int(stage.seed),
         accumulate=int(stage.accumulate_grad_batches),
+        val_batch_size=int(stage.eval.batch_size),
     )
     return module, data
+
+
+def validation_schedule(cfg: DictConfig, num_val_records: int) -> dict[str, Any]:
+    """Trainer arguments that run Lightning's validation loop every ``stage.eval.every_n_steps`` optimizer steps.
+
+    ``val_check_interval`` counts training batches: ``every_n_steps x stage.accumulate_grad_batches``. A
+    ``trainer.val_check_interval`` set in the config wins (Lightning's meaning). No val records, or
+    ``every_n_steps: 0`` without a ``trainer.val_check_interval``: no validation.
+    """
+    every = int(cfg.stage.eval.every_n_steps)
+    if num_val_records == 0 or (every <= 0 and cfg.trainer.get("val_check_interval") is None):
+        return {"limit_val_batches": 0}
+    if cfg.trainer.get("val_check_interval") is not None:
+        return {}
+    return {"val_check_interval": every * int(cfg.stage.accumulate_grad_batches)}
 
 
 def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, loggers, trainer) -> dict[str, Any]:

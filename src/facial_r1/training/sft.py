@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 
 from facial_r1.training.base import StageModule
-from facial_r1.training.optim import build_optimizer
 
 
 class SFTModule(StageModule):
@@ -21,9 +20,3 @@ class SFTModule(StageModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(records))
         self.log("train/target_tokens", float(num_tokens), batch_size=len(records))
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.maybe_validate()
-
-    def configure_optimizers(self):
-        return build_optimizer(self.model, self.stage, total_steps=int(self.trainer.max_steps))
