@@ -206,7 +206,10 @@ def test_tiny_model_configs_list_every_spec_field(option):
             r"stage\.scheduler='cosinus': allowed values are cosine, linear, constant",
         ),
         (["stage.num_samples=0"], r"stage\.num_samples=0: allowed values are a positive integer or 'all'"),
-        (["stage.optimizer._target_=torch.optim.Nope"], r"stage\.module / stage\.optimizer.*torch\.optim\.Nope"),
+        (
+            ["stage.optimizer._target_=torch.optim.Nope"],
+            r"stage\.module / stage\.optimizer.*torch\.optim\.Nope",
+        ),
         (["stage.num_samples=some"], r"stage\.num_samples='some'"),
         (["model.reference=lora_disabled"], r"model\.reference=lora_disabled needs model\.lora"),
         (["model.reference=frozen"], r"model\.reference='frozen': allowed values are auto, lora_disabled"),
