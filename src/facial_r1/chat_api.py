@@ -17,13 +17,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+from facial_r1.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ class ChatAPI:
             return json.loads(path.read_text())["content"], True
         content = self._request(messages, client)
         if path is not None:
-            _write_atomic(path, {"model": self.model, "messages": _text_only(messages), "content": content})
+            write_json_atomic(
+                path, {"model": self.model, "messages": _text_only(messages), "content": content}, indent=None
+            )
         return content, False
 
     def _request(self, messages: list[dict[str, Any]], client: Any) -> str:
@@ -220,16 +223,6 @@ def _text_only(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             content = [p if p.get("type") == "text" else {"type": p.get("type")} for p in content]
         out.append({**message, "content": content})
     return out
-
-
-def _write_atomic(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON so that a reader never sees half a file; a unique temporary name, because concurrent workers may
-    write the same entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def _redact(text: str, key: str | None) -> str:

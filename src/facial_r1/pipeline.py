@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facial_r1.files import write_json_atomic
 from facial_r1.lineage import EXPORT_CARD
 from facial_r1.synthesis.store import MANIFEST
 
@@ -193,10 +194,7 @@ def load_state(out_root: Path) -> dict[str, Any]:
 
 
 def save_state(out_root: Path, state: dict[str, Any]) -> None:
-    out_root.mkdir(parents=True, exist_ok=True)
-    tmp = out_root / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(out_root / STATE_FILE)
+    write_json_atomic(out_root / STATE_FILE, state)
 
 
 # ---- running ------------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ design, such as AffectNet "no-face" rows, do not count as failures), 2 on a usag
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections import Counter
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from facial_r1.data.images import load_image
 from facial_r1.data.schema import DataError, from_arrow_row
 from facial_r1.data.sources import SPLITS, LoadReport, SkippedItem, Source, build_source
+from facial_r1.files import write_json_atomic
 
 
 @dataclass
@@ -166,9 +166,7 @@ def run(cfg: Any) -> int:
         return 1
     print_summary(checks)
     if cfg.report_path:
-        path = Path(cfg.report_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({s: c.to_dict() for s, c in checks.items()}, indent=2))
+        path = write_json_atomic(cfg.report_path, {s: c.to_dict() for s, c in checks.items()})
         print(f"report written to {path}")
     failed = sum(c.failed for c in checks.values())
     if failed:

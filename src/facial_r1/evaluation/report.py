@@ -15,6 +15,7 @@ from typing import Any
 
 from facial_r1.evaluation.affect_plots import plot_intensity_confusion, plot_va_scatter
 from facial_r1.evaluation.plots import plot_confusion_matrix, plot_per_au_f1
+from facial_r1.files import write_json_atomic, write_text_atomic
 
 
 def write_evaluation(
@@ -35,10 +36,10 @@ def write_evaluation(
         "confusion_matrix": run_dir / "confusion_matrix.png",
         "per_au_f1": run_dir / "per_au_f1.png",
     }
-    paths["metrics"].write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    with paths["predictions"].open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_json_atomic(paths["metrics"], metrics)
+    write_text_atomic(
+        paths["predictions"], "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    )
     labels = list(label_set) if label_set is not None else list(metrics.get("emotion_classes") or [])
     plot_confusion_matrix(rows, labels, paths["confusion_matrix"])
     plot_per_au_f1(metrics, paths["per_au_f1"])

@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError
+from facial_r1.files import write_json_atomic, write_text_atomic
 from facial_r1.synthesis.store import (
     ACCEPTED,
     REJECTED,
     read_jsonl,
     read_manifest,
     sample_key,
-    write_json_atomic,
 )
 
 DECISIONS = ("accept", "reject")
@@ -92,11 +92,7 @@ def write_review_html(
         f"{_pct(manifest.get('acceptance_rate'))}{_check_counts(manifest.get('counts') or {})}"
     )
     page = _PAGE.format(title=html.escape(f"Synthesis review: {run_dir.name}"), summary=summary, cards=cards)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, page)
 
 
 def _pct(value: Any) -> str:
@@ -305,11 +301,7 @@ def apply_review(run_dir: str | Path, review: str | Path, out: str | Path) -> di
         if keep:
             counts["kept" if row["_accepted"] else "added"] += 1
             final.append(_final_row(row, entry))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in final), encoding="utf-8")
-    os.replace(tmp, out)
+    out = write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in final))
     counts["total"] = len(final)
     write_json_atomic(
         out.with_name(out.name + ".summary.json"), {**counts, "run": str(run_dir), "review": str(review)}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError
+from facial_r1.files import write_json_atomic
 from facial_r1.synthesis.checks import CHECKS
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,6 @@ def _parse_line(line: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     return row if isinstance(row, dict) and "id" in row else None
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace``: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

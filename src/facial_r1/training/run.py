@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from facial_r1.files import write_json_atomic
 from facial_r1.lineage import (
     EXPORT_CARD,
     RUN_INFO,
@@ -90,7 +91,7 @@ def train(cfg: DictConfig) -> float | None:
         "run_dir": str(run_dir),
         "started": started,
     }
-    _write_json(run_dir / RUN_INFO, info)
+    write_json_atomic(run_dir / RUN_INFO, info)
     L.seed_everything(int(cfg.seed), workers=True)
 
     source = instantiate(cfg.dataset)
@@ -102,7 +103,7 @@ def train(cfg: DictConfig) -> float | None:
 
     identity = run_identity(cfg, resumed_info, run_dir=run_dir)  # a resumed run continues its W&B id and name
     info.update(identity.run_info())
-    _write_json(run_dir / RUN_INFO, info)
+    write_json_atomic(run_dir / RUN_INFO, info)
     loggers = build_loggers(cfg, identity)
     trainer_kwargs: dict[str, Any] = validation_schedule(cfg, len(data.val_records))
     if stage.name == "sft":  # automatic optimisation: Lightning accumulates and clips
@@ -149,8 +150,8 @@ def train(cfg: DictConfig) -> float | None:
         metrics = final_evaluation(cfg, adapter, prompt, reward, splits, run_dir, loggers, trainer)
         metrics["wall_time_s"] = time.time() - started
         metrics["global_step"] = int(trainer.global_step)
-        _write_json(run_dir / "metrics.json", metrics)
-        _write_json(
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        write_json_atomic(
             run_dir / RUN_INFO, {**info, "finished": time.time(), "wall_time_s": metrics["wall_time_s"]}
         )
         return optimized_metric_value(metrics, cfg.get("optimized_metric"))
@@ -266,10 +267,3 @@ def final_evaluation(cfg, adapter, prompt, reward, splits, run_dir: Path, logger
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)

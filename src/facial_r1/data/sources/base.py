@@ -28,7 +28,6 @@ therefore show in both the train and the val report.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import random
@@ -43,6 +42,7 @@ import datasets
 
 from facial_r1.data.images import SampleError, check_image
 from facial_r1.data.schema import DataError, from_arrow_row, to_arrow_row
+from facial_r1.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +141,7 @@ class LoadReport:
 
 def write_reports(reports: Iterable[LoadReport], path: str | os.PathLike) -> None:
     """Write ``{split: report}`` as JSON, atomically (a half-written report would mislead more than none)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({r.split: r.to_dict() for r in reports}, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, {r.split: r.to_dict() for r in reports})
 
 
 def holdout_ids(ids: Iterable[str], fraction: float, seed: int) -> set[str]:
