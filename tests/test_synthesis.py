@@ -16,14 +16,14 @@ from facial_r1.data.schema import DataError, make_record
 from facial_r1.data.sources import FacialR1JsonlSource
 from facial_r1.evaluation.metrics import compute_metrics
 from facial_r1.facs import EMOTIONS
-from facial_r1.lineage import EXPORT_CARD
+from facial_r1.lineage import EXPORT_CARD, find_latest_export
 from facial_r1.models.adapter import SamplingParams
 from facial_r1.rewards import ConsistencyReward
 from facial_r1.synthesis.checks import CheckConfig, set_f1, triple_check
 from facial_r1.synthesis.engine import GenerationStats, make_checker, synthesize_batch
 from facial_r1.synthesis.review import apply_review, read_review, write_review_html
 from facial_r1.synthesis.review import main as review_main
-from facial_r1.synthesis.rounds import DatasetTeacher, SynthRoundsSource, latest_export, trained_round
+from facial_r1.synthesis.rounds import DatasetTeacher, SynthRoundsSource, trained_round
 from facial_r1.synthesis.run import accepted_row, rejected_row, resolve_source_model
 from facial_r1.synthesis.store import RunStore, read_jsonl
 
@@ -581,7 +581,14 @@ def test_round_counter_follows_export_cards(tmp_path):
     plain = export_card(tmp_path / "plain" / "model", stage="sft")
     assert trained_round(sft) == 3 and trained_round(grpo) == 3 and trained_round(plain) == 0
     assert trained_round(export_card(tmp_path / "c" / "model", synth_round=5, init_from=str(grpo))) == 5
-    assert latest_export(tmp_path) == tmp_path / "c" / "model" and latest_export(tmp_path, "grpo") == grpo
+    assert (
+        find_latest_export(tmp_path) == tmp_path / "c" / "model"
+        and find_latest_export(tmp_path, "grpo") == grpo
+    )
+    (tmp_path / "torn" / "model").mkdir(parents=True)
+    (tmp_path / "torn" / "model" / EXPORT_CARD).write_text("{")  # unreadable: skipped, not fatal
+    assert find_latest_export(tmp_path, "sft") == plain
+    assert find_latest_export(tmp_path, "sft", base_model="tiny:x") is None
 
 
 def test_source_model_resolution(tmp_path):

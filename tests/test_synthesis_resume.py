@@ -1,7 +1,7 @@
 """Resumability: crash-safe storage, run sessions (fake model), and a REAL ``python synthesize.py`` killed by SIGKILL.
 
-The SIGKILL test runs the tiny model (built into a temporary cache) on a small dataset written here, made slow
-enough to kill by the test-only knob ``debug_sleep_per_batch``. Every check is relaxed (``checks.enforce=[]``) so the
+The SIGKILL test runs the tiny model (built into a temporary cache) on a dataset written here, large enough (and its
+completions long enough) that the run is still going when the test kills it. Every check is relaxed (``checks.enforce=[]``) so the
 untrained model's output is accepted and ``accepted.jsonl`` fills up: the claim under test is "no accepted sample
 lost or duplicated", whatever the checks decide.
 """
@@ -31,6 +31,9 @@ from facial_r1.synthesis.store import RunStore, read_jsonl, sample_key
 
 REPO = Path(__file__).resolve().parents[1]
 N = 20
+N_KILLED = (
+    60  # samples of the SIGKILL test: ~30 batches after the kill point, seconds of work left to interrupt
+)
 
 
 # ---- storage ------------------------------------------------------------------------------------------------------
@@ -170,7 +173,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
     from facial_r1.models.qwen2_5_vl import Qwen25VLAdapter
 
     model_folder = Qwen25VLAdapter(tiny={}, cache_dir=str(tmp_path / "cache")).folder
-    data = write_toy_dataset(tmp_path / "data", N)
+    data = write_toy_dataset(tmp_path / "data", N_KILLED)
     conf = tmp_path / "conf" / "dataset"
     conf.mkdir(parents=True)
     (conf / "toy.yaml").write_text(
@@ -182,7 +185,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         sys.executable, "synthesize.py", "--config-dir", str(tmp_path / "conf"), "dataset=toy",
         f"model.path={model_folder}", f"paths.output_root={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run}", "batch_size=2", "max_retries=0", "checks.enforce=[]",
-        "generation.max_new_tokens=8", "debug_sleep_per_batch=0.2", "progress=false",
+        "generation.max_new_tokens=32", "progress=false",
     ]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
@@ -197,7 +200,7 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
         os.kill(first.pid, signal.SIGKILL)
         assert first.wait(timeout=30) == -signal.SIGKILL
     done_before = lines(run / "accepted.jsonl")
-    assert 4 <= done_before < N
+    assert 4 <= done_before < N_KILLED
     with open(run / "accepted.jsonl", "a") as handle:  # what a kill in the middle of a write leaves behind
         handle.write('{"id": "train0')
 
@@ -207,19 +210,19 @@ def test_sigkill_then_rerun_loses_and_duplicates_nothing(tmp_path):
 
     ids = [row["id"] for row in read_jsonl(run / "accepted.jsonl")]
     assert not [i for i, n in Counter(ids).items() if n > 1], "duplicated samples"
-    assert set(ids) == {f"train{i:03d}" for i in range(N)}, "lost samples"
+    assert set(ids) == {f"train{i:03d}" for i in range(N_KILLED)}, "lost samples"
     assert (run / "accepted.jsonl").read_bytes().endswith(b"\n") and not read_jsonl(run / "rejected.jsonl")
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["counts"]["accepted"] == N
+    assert manifest["status"] == "complete" and manifest["counts"]["accepted"] == N_KILLED
     assert [s["resumed"] for s in manifest["sessions"]] == [False, True]
     assert manifest["source_model"]["folder"] == str(model_folder)
 
     # The outputs feed review and the next round.
     page = write_review_html(run).read_text()
-    assert all(f'data-id="train{i:03d}"' in page for i in range(N))
+    assert all(f'data-id="train{i:03d}"' in page for i in range(N_KILLED))
     (tmp_path / "review.jsonl").write_text(
         json.dumps({"id": "train000", "decision": "reject", "note": "x"}) + "\n"
     )
-    assert apply_review(run, tmp_path / "review.jsonl", tmp_path / "final.jsonl")["total"] == N - 1
-    assert len(SynthRoundsSource(runs=[str(run)]).records("train")) == N
-    assert len(SynthRoundsSource(files=[str(tmp_path / "final.jsonl")]).records("train")) == N - 1
+    assert apply_review(run, tmp_path / "review.jsonl", tmp_path / "final.jsonl")["total"] == N_KILLED - 1
+    assert len(SynthRoundsSource(runs=[str(run)]).records("train")) == N_KILLED
+    assert len(SynthRoundsSource(files=[str(tmp_path / "final.jsonl")]).records("train")) == N_KILLED - 1

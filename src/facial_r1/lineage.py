@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 EXPORT_CARD = "facial_r1_export.json"
 RUN_INFO = "run_info.json"
@@ -32,15 +35,23 @@ def read_card(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def find_latest_export(output_root: str | Path, stage: str, base_model: str) -> Path | None:
-    """Newest ``<run>/model`` under ``output_root`` exported by ``stage`` from ``base_model`` (by card time)."""
+def find_latest_export(
+    output_root: str | Path, stage: str | None = None, base_model: str | None = None
+) -> Path | None:
+    """Newest export folder under ``output_root`` (by its card's time), of ``stage`` and of ``base_model`` when given
+    (None = any). The one finder behind ``model.init_from=latest_<stage>`` of training and synthesis."""
     best: tuple[float, Path] | None = None
-    for card_path in Path(output_root).glob(f"**/model/{EXPORT_CARD}"):
-        card = json.loads(card_path.read_text())
-        if card.get("stage") == stage and card.get("base_model") == base_model:
-            stamp = float(card.get("time", card_path.stat().st_mtime))
-            if best is None or stamp > best[0]:
-                best = (stamp, card_path.parent)
+    for card_path in Path(output_root).glob(f"**/{EXPORT_CARD}"):
+        try:
+            card = json.loads(card_path.read_text())
+        except (OSError, json.JSONDecodeError):  # a folder being written or damaged: not a candidate
+            log.warning("unreadable export card %s", card_path)
+            continue
+        if (stage and card.get("stage") != stage) or (base_model and card.get("base_model") != base_model):
+            continue
+        stamp = float(card.get("time", card_path.stat().st_mtime))
+        if best is None or stamp > best[0]:
+            best = (stamp, card_path.parent)
     return best[1] if best else None
 
 

@@ -19,7 +19,6 @@ key if present, else the training run's saved config (``<run>/.hydra/config.yaml
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from facial_r1.data.schema import DataError
 from facial_r1.data.sources.base import LoadReport, SkippedItem, Source
-from facial_r1.lineage import EXPORT_CARD, read_card
+from facial_r1.lineage import read_card
 from facial_r1.synthesis.store import ACCEPTED, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -204,20 +203,3 @@ def trained_round(model_folder: str | Path, _seen: set[str] | None = None) -> in
         own = _run_config_round(run_dir)
     parent = card.get("init_from")
     return max(own, trained_round(parent, seen) if parent else 0)
-
-
-def latest_export(output_root: str | Path, stage: str | None = None) -> Path | None:
-    """Newest export folder (by its card's time) under ``output_root``, of ``stage`` or of any stage."""
-    best: tuple[float, Path] | None = None
-    for card_path in Path(output_root).glob(f"**/{EXPORT_CARD}"):
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            log.warning("unreadable export card %s", card_path)
-            continue
-        if stage and card.get("stage") != stage:
-            continue
-        stamp = float(card.get("time", card_path.stat().st_mtime))
-        if best is None or stamp > best[0]:
-            best = (stamp, card_path.parent)
-    return best[1] if best else None

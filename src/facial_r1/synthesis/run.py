@@ -18,9 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from facial_r1.lineage import find_latest_export
 from facial_r1.models.adapter import SamplingParams
 from facial_r1.synthesis.engine import Checker, GenerationStats, Outcome, make_checker, synthesize_batch
-from facial_r1.synthesis.rounds import latest_export, trained_round
+from facial_r1.synthesis.rounds import trained_round
 from facial_r1.synthesis.store import RunStore, read_manifest, sample_key
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def resolve_source_model(model_cfg: DictConfig, output_root: str | Path) -> Path
     path = None if OmegaConf.is_missing(model_cfg, "path") else model_cfg.get("path")
     if init_from and str(init_from).startswith("latest"):
         stage = str(init_from)[len("latest_") :] or None
-        found = latest_export(output_root, stage)
+        found = find_latest_export(output_root, stage)
         if found is None:
             raise FileNotFoundError(
                 f"model.init_from={init_from}: no {stage or 'exported'} model under {output_root}. "
@@ -46,7 +47,7 @@ def resolve_source_model(model_cfg: DictConfig, output_root: str | Path) -> Path
         return Path(str(init_from))
     if path:
         return Path(str(path))
-    found = latest_export(output_root)
+    found = find_latest_export(output_root)
     if found is None:
         raise FileNotFoundError(
             f"no exported model under paths.output_root={output_root} (no facial_r1_export.json found). "
@@ -184,8 +185,6 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
                 write_manifest("running")
                 bar.update(len(accepted) + len(rejected))
                 bar.set_postfix(accept=f"{store.tally.acceptance_rate or 0:.1%}", tok_s=f"{_rate(stats):.0f}")
-                if float(cfg.get("debug_sleep_per_batch") or 0) > 0:
-                    time.sleep(float(cfg.debug_sleep_per_batch))  # test-only: makes a run slow enough to kill
         bar.close()
         write_manifest("complete")
         review = cfg.get("review") or {}
