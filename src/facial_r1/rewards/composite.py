@@ -14,12 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from facial_r1.rewards.base import Sample
-
-if TYPE_CHECKING:  # torch is imported only when a tensor is asked for: synthesis and tests need no torch
-    import torch
 
 Component = Callable[[Sequence[str], Sequence[Sample]], list[float | None]]
 
@@ -34,19 +30,6 @@ class RewardOutput:
     @property
     def names(self) -> list[str]:
         return list(self.per_component)
-
-    def as_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Totals as a float32 tensor, shape (num_completions,)."""
-        import torch
-
-        return torch.tensor(self.total, dtype=torch.float32, device=device)
-
-    def component_tensor(self, name: str, device: torch.device | str | None = None) -> torch.Tensor:
-        """One component's values as float32, shape (num_completions,), NaN where it does not apply."""
-        import torch
-
-        values = [math.nan if v is None else v for v in self.per_component[name]]
-        return torch.tensor(values, dtype=torch.float32, device=device)
 
     def rows(self) -> list[dict[str, float | None]]:
         """Per completion: ``{name: value, ..., "total": total}`` (for prediction tables)."""
