@@ -1,4 +1,5 @@
-"""Writers of tiny datasets in each source's exact on-disk format (see shared/reference/facs.md), for the tests."""
+"""Writers of tiny datasets in each source's exact on-disk format (as each dataset's documentation describes it,
+and ``conf/dataset/<name>.yaml`` repeats it), for the tests."""
 
 from __future__ import annotations
 

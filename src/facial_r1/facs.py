@@ -1,7 +1,8 @@
 """FACS facts the whole project shares: Action Units, emotion words, prototypes, benchmark subsets, label orders.
 
 One source of truth: prompts, the renderer, dataset adapters, rewards and evaluation all read from here.
-Sources: ``shared/reference/facs.md`` (Ekman & Friesen FACS, EMFACS, Du et al. 2014).
+Sources: Ekman & Friesen's FACS manual and EMFACS, Du et al. 2014 (compound facial expressions, PNAS), and each
+dataset's own label documentation (the orders below).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ EMOTIONS: tuple[str, ...] = (
 )
 BASIC7: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
-# Label index orders of the public datasets (see facs.md). Index -> word.
+# Label index orders of the public datasets, as each dataset documents them. Index -> word.
 LABEL_ORDERS: dict[str, tuple[str, ...]] = {
     # RAF-DB basic is 1-indexed on disk: label 1 -> surprise.
     "rafdb": ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from facial_r1.data.schema import DataError
+from facial_r1.data.sources import build_source
 from facial_r1.data.sources.base import require_records
 from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
 from facial_r1.evaluation.generate import generate_outputs
@@ -30,6 +31,7 @@ from facial_r1.evaluation.uncertainty import (
     counts_from_rows,
     with_intervals,
 )
+from facial_r1.files import write_json_atomic
 from facial_r1.models.adapter import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -75,9 +77,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         metrics, rows = _combine_folds(cfg, protocol, results)
         write_evaluation(run_dir, metrics, rows, metrics.get("emotion_classes"))
     metrics["wall_time_s"] = time.time() - started
-    (run_dir / "metrics.json").write_text(
-        json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    write_json_atomic(run_dir / "metrics.json", metrics)
     all_records = [r for _, records in splits for r in records]  # in the order of the rows
     figures = {
         n: run_dir / f"{n}.png" for n in ("confusion_matrix", "per_au_f1") if (run_dir / f"{n}.png").is_file()
@@ -112,9 +112,8 @@ def _load_model(cfg: DictConfig, path: Any):
 
 def load_split(cfg: DictConfig, fold: int | None) -> tuple[Any, list[dict[str, Any]]]:
     """The configured dataset's ``cfg.split`` (of fold ``fold``), first ``limit`` samples; empty is an error."""
-    from hydra.utils import instantiate
 
-    source = instantiate(cfg.dataset, **({} if fold is None else {"fold": fold}))
+    source = build_source(cfg.dataset, **({} if fold is None else {"fold": fold}))
     purpose = "evaluate" if fold is None else f"evaluate (fold {fold})"
     records = require_records(source, cfg.split, source.records(cfg.split), purpose)
     if cfg.limit is not None:

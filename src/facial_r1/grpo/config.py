@@ -1,6 +1,6 @@
 """Every GRPO switch in one validated dataclass, the variants as ``str`` enums.
 
-Defaults are the settings of the official Facial-R1 GRPO run (see ``shared/reference/official-code.md``): G = 8,
+Defaults are the settings of the official Facial-R1 GRPO run (the authors' scripts, RobitsG/Facial-R1): G = 8,
 beta 0.04 with the k3 estimator, eps 0.2, one update per rollout batch, temperature 1, ``grpo`` aggregation, group
 std scaling with eps 1e-4 and the unbiased std, max completion 2048. The one deliberate difference: ``kl_clamp``
 defaults to 10 (EasyR1 / verl); the official code leaves k3 unclamped (``kl_clamp=None``).

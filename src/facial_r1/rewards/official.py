@@ -1,4 +1,4 @@
-"""Rewards with the published Facial-R1 code's exact numbers (see ``shared/reference/official-code.md``).
+"""Rewards with the published Facial-R1 code's exact numbers (the authors' public repository, RobitsG/Facial-R1).
 
 Use them to reproduce the paper's training signal; the components in :mod:`.components` fix its known defects.
 They never return None: where a signal does not apply they return the published constants (0.0 for no gold AUs,

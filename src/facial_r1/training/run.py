@@ -68,6 +68,8 @@ def train(cfg: DictConfig) -> float | None:
     import lightning as L
     from hydra.utils import instantiate
 
+    from facial_r1.data.sources import build_source
+
     check_train_config(cfg)
     check_optimized_metric(cfg.get("optimized_metric"))
     set_threads(cfg)
@@ -94,7 +96,7 @@ def train(cfg: DictConfig) -> float | None:
     write_json_atomic(run_dir / RUN_INFO, info)
     L.seed_everything(int(cfg.seed), workers=True)
 
-    source = instantiate(cfg.dataset)
+    source = build_source(cfg.dataset)
     prompt = instantiate(cfg.prompt)
     reward = instantiate(cfg.reward)
     splits = load_splits(source, stage.name)

@@ -40,7 +40,9 @@ __all__ = [
 
 
 def build_source(cfg: Any, **overrides: Any) -> Source:
-    """Instantiate a ``dataset`` config node; a missing ``root`` fails with the override that supplies it."""
+    """Instantiate a ``dataset`` config node (``hydra.utils.instantiate``): the one way every entry point builds its
+    data source. A missing ``root`` fails with the override that supplies it; a target that is not a
+    :class:`Source` fails naming it."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 

@@ -1,6 +1,6 @@
 """An imperfect teacher on purpose: omitted, hallucinated AUs and wrong emotions at set rates.
 
-The paper's SFT data came from GPT-4o-mini, whose AU F1 is ~50-60% (official-code.md); a clean template teacher is
+The paper's SFT data came from GPT-4o-mini, whose AU F1 is ~50-60% (the paper's tables); a clean template teacher is
 far better than that. :class:`TeacherNoise` lets experiments reproduce a teacher of a chosen quality. Every draw comes
 from :func:`stable_rng` keyed by (seed, record id), so the same record always gets the same noise.
 """
