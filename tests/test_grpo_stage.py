@@ -115,6 +115,15 @@ def _step_rows(run: Path, keys: tuple[str, ...] = COMPARED) -> dict[int, dict[st
     return rows
 
 
+def _val_rows(run: Path) -> dict[int, dict[str, str]]:
+    """``{logged step: {val/* key: value}}`` of the rows the validation loop wrote."""
+    return {
+        int(row["step"]): {k: v for k, v in row.items() if k.startswith("val/")}
+        for row in _metrics_rows(run)
+        if row.get("val/format_rate")
+    }
+
+
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -172,12 +181,16 @@ def test_grpo_on_two_processes_matches_one_process(
 def test_grpo_resume_after_kill(tmp_path: Path, sft_start: Path, subprocess_env) -> None:
     """Kill a GRPO run after a checkpoint; ``ckpt_path=last`` continues it exactly: every later step logs the reward
     and KL of an uninterrupted run (same rollouts, optimizer state, data position, and the KL still measured
-    against the starting export, not the restored weights), and both end with the same weights."""
+    against the starting export, not the restored weights), Lightning's validation loop logs the same ``val/*`` at the
+    same steps, and both end with the same weights."""
     args = [
         *EQUIVALENCE_ARGS,
         "stage.prompts_per_step=4",
         "trainer.max_steps=6",
         "callbacks.model_checkpoint.every_n_train_steps=2",
+        "stage.eval.every_n_steps=2",  # validation right after each checkpoint (manual optimisation + val loop)
+        "stage.eval.num_samples=4",
+        "stage.eval.max_new_tokens=32",
         f"model.init_from={sft_start}",
     ]
     run_train(args, subprocess_env(tmp_path / "whole"))
@@ -224,6 +237,10 @@ def test_grpo_resume_after_kill(tmp_path: Path, sft_start: Path, subprocess_env)
     for s in got:
         for key in keys:
             assert got[s][key] == pytest.approx(expected[s][key], rel=1e-4, abs=1e-6), (s, key)
+    # val/* at steps 2, 4, 6 (logged at step index 1, 3, 5); the resumed run logs those after its restored step.
+    val_whole, val_resumed = _val_rows(whole), _val_rows(resumed)
+    assert sorted(val_whole) == [1, 3, 5] and "val/format_rate" in val_whole[1]
+    assert val_resumed == {s: row for s, row in val_whole.items() if s >= step}
     want = _weights(whole / "model")
     for name, tensor in _weights(resumed / "model").items():
         torch.testing.assert_close(tensor, want[name], rtol=1e-4, atol=1e-6, msg=name)
