@@ -130,3 +130,24 @@ def test_the_optimizer_is_swapped_from_the_command_line(overrides, cls):
     opt = build_optimizer(list(model.parameters()), module.keywords["optimizer"])
     assert isinstance(opt, cls) and isinstance(opt, MasterWeights)
     assert opt.param_groups[0]["lr"] == 0.01  # stage.lr reaches every optimizer
+
+
+def test_any_transformers_schedule_replaces_the_default_from_the_command_line():
+    from facial_r1.training.optim import configure_optimizers
+
+    overrides = [
+        "~stage.lr_scheduler",
+        "+stage.lr_scheduler={_target_: transformers.get_scheduler, _partial_: true, name: cosine_with_restarts, "
+        "num_warmup_steps: 10, num_training_steps: ${trainer.max_steps}, scheduler_specific_kwargs: {num_cycles: 2}}",
+        "trainer.max_steps=110",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    module = instantiate(cfg.stage.module)
+    conf = configure_optimizers(
+        torch.nn.Linear(2, 2), module.keywords["optimizer"], module.keywords["lr_scheduler"]
+    )
+    factor = conf["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert [factor(s) for s in (5, 10, 60, 61)] == pytest.approx(
+        [0.5, 1.0, 1.0, 1.0], abs=1e-3
+    )  # 2 cycles: restart
