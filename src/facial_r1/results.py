@@ -64,7 +64,8 @@ IDENTITY = ("experiment", "stage", "reward", "split", "n_eval", "variant")  # a 
 RUN_COLUMNS = ("run", *IDENTITY[:3], "seed", *IDENTITY[3:], *METRICS, "judge", "global_step", "path")
 # The paper's ablation order; other experiments follow alphabetically.
 ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
-         "sft300_grpo_synth", "reward_ablation")  # fmt: skip
+         "sft300_grpo_synth", *(f"{kind}_round{r}" for r in range(1, 10) for kind in ("sft_synth", "grpo_synth")),
+         "reward_ablation")  # fmt: skip
 STAGE_ORDER = ("zero-shot", "eval", "sft", "grpo")
 # Overrides that say nothing about the method: where things were written and which exact folder a stage started from.
 _BOOKKEEPING = ("paths.", "hydra.", "model.init_from", "dataset.runs", "dataset.files", "ckpt_path", "run_name",
@@ -119,7 +120,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         stage = "zero-shot" if untrained else "eval"
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "experiment": choices.get("experiment") or _select(config, "run_name") or stage,
+        # A run named on the command line (the pipeline names each stage: sft_synth_round2) is that row, so rounds
+        # that share an experiment file stay apart; otherwise the experiment, else the run name.
+        "experiment": _named_run(overrides) or choices.get("experiment") or _select(config, "run_name") or stage,
         "stage": stage,
         "reward": choices.get("reward", "-") if stage == "grpo" else "-",
         "seed": _select(config, "seed"),
@@ -132,6 +135,11 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     }
     row.update({key: _number(metrics.get(key)) for key in METRICS})
     return row
+
+
+def _named_run(overrides: Sequence[str]) -> str | None:
+    names = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "run_name"]
+    return names[-1] if names else None
 
 
 def judge_id(provenance: Any) -> str | None:
