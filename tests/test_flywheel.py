@@ -62,12 +62,16 @@ def test_instruction_rows_copy_a_fraction_of_the_teacher_rows_with_the_same_targ
 
 def test_sft_text_renders_the_prompt_each_row_trains_on():
     sft = build_sft_records(records(12), 8, seed=0)
-    synthesis, reflection = (instruction_rows(sft, {kind: 1.0}, seed=0)[0] for kind in ("synthesis", "reflection"))
+    synthesis, reflection = (
+        instruction_rows(sft, {kind: 1.0}, seed=0)[0] for kind in ("synthesis", "reflection")
+    )
     assert PROMPT.sft_text(sft[0]) == PROMPT.user_text(sft[0])
     assert PROMPT.sft_text(synthesis) == PROMPT.synthesis_text(synthesis)
     assert "Answer sadness." in PROMPT.sft_text(synthesis)  # the ground truth is in the prompt
     spec = reflection["meta_info"]["sft_prompt"]
-    assert PROMPT.sft_text(reflection) == PROMPT.reflection_text(reflection, spec["previous"], spec["problems"])
+    assert PROMPT.sft_text(reflection) == PROMPT.reflection_text(
+        reflection, spec["previous"], spec["problems"]
+    )
     bad = {**synthesis, "meta_info": {"sft_prompt": {"kind": "chat"}}}
     with pytest.raises(ValueError, match="sft_prompt.kind 'chat'"):
         PROMPT.sft_text(bad)
@@ -99,7 +103,8 @@ def test_corruptions_fit_the_labels_a_row_has():
 
 
 @pytest.mark.parametrize(
-    ("bad", "match"), [({"chat": 0.5}, "unknown kind"), ({"synthesis": 1.5}, "fraction"), ({"reflection": "a"}, "fraction")]
+    ("bad", "match"),
+    [({"chat": 0.5}, "unknown kind"), ({"synthesis": 1.5}, "fraction"), ({"reflection": "a"}, "fraction")],
 )
 def test_instruction_fractions_are_checked(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -120,7 +125,9 @@ def test_partial_label_rows_with_their_own_text_are_eligible_and_selection_is_un
     both = [r for r in plain if r.get("AUs") is not None and r.get("labels")]
     assert select_sft_records(plain, "all") == both  # no description: partial rows need a teacher to invent
     picked = select_sft_records(plain, 10, seed=4)
-    with_text = [{**r, "description": "x"} if r["id"] == "f004" else r for r in plain]  # one AU-only row, written
+    with_text = [
+        {**r, "description": "x"} if r["id"] == "f004" else r for r in plain
+    ]  # one AU-only row, written
     assert select_sft_records(with_text, 10, seed=4) != [] and "f004" in {
         r["id"] for r in select_sft_records(with_text, "all")
     }
@@ -146,7 +153,9 @@ def write_dataset(root: Path, n: int) -> Path:
     return root
 
 
-def accepted_file(path: Path, source_records: list[dict], round_: int, per_class: dict[str, int] | None = None):
+def accepted_file(
+    path: Path, source_records: list[dict], round_: int, per_class: dict[str, int] | None = None
+):
     """accepted.jsonl of one round: the given records (optionally at most per_class[label] of a class)."""
     taken: Counter = Counter()
     rows = []
@@ -191,11 +200,15 @@ def test_kept_teacher_rows_are_the_sft_300_set_and_win_over_a_synthesised_copy(t
     # what SFT-300 trained on: same n and stage seed, conf/teacher/template.yaml's teacher (seed 0)
     sft_300 = build_sft_records(toy.train, 10, seed=7, teacher=TemplateTeacher(seed=0))
     teacher_rows = [r for r in rows if "synthesis" not in (r.get("meta_info") or {})]
-    assert [(r["id"], r["description"]) for r in teacher_rows] == [(r["id"], r["description"]) for r in sft_300]
+    assert [(r["id"], r["description"]) for r in teacher_rows] == [
+        (r["id"], r["description"]) for r in sft_300
+    ]
     assert len(rows) == 48  # each face once: the 10 synthesised copies of teacher faces went
     assert source.report.skipped == {"duplicate_of_teacher_row": 10}
     # and those teacher rows get their instruction copies in the round's SFT
-    built = build_sft_records(rows, "all", seed=7, teacher=DatasetTeacher(), instruction_rows={"synthesis": 1.0})
+    built = build_sft_records(
+        rows, "all", seed=7, teacher=DatasetTeacher(), instruction_rows={"synthesis": 1.0}
+    )
     assert sum("sft_prompt" in (r.get("meta_info") or {}) for r in built) == 10
 
 
@@ -214,7 +227,11 @@ def test_class_balance_caps_big_classes_and_upsamples_small_ones(toy):
     again = SynthRoundsSource(files=[str(f)], balance="cap", balance_ratio=1.5).records("train")
     assert again == capped.records("train")  # the seeded subset
     up = SynthRoundsSource(files=[str(f)], balance="upsample", balance_ratio=3.0).records("train")
-    assert per_class(up) == {**counts, "happiness": 6, "disgust": 8}  # min(largest, 3 x own), AU-only untouched
+    assert per_class(up) == {
+        **counts,
+        "happiness": 6,
+        "disgust": 8,
+    }  # min(largest, 3 x own), AU-only untouched
     assert len({r["id"] for r in up}) == len(up)  # copies are told apart by id
     with pytest.raises(ValueError, match="balance"):
         SynthRoundsSource(files=[str(f)], balance="equalise")
@@ -285,14 +302,23 @@ def test_rounds_chain_and_each_round_sft_starts_where_configured(round_init, sta
 def test_round_stage_command_reads_every_round_and_base_starts_untrained(tmp_path):
     stages = {s.name: s for s in pipeline.build_stages(2, "base")}
     inputs = {"synth_round1": tmp_path / "s1", "synth_round2": tmp_path / "s2"}
-    command = pipeline.stage_command(stages["sft_synth_round2"], tmp_path / "r", tmp_path, 0, inputs, [], False)
+    command = pipeline.stage_command(
+        stages["sft_synth_round2"], tmp_path / "r", tmp_path, 0, inputs, [], False
+    )
     assert f"dataset.runs=[{tmp_path / 's1'},{tmp_path / 's2'}]" in command
     assert "model.init_from=null" in command and sum(a.startswith("model.init_from=") for a in command) == 1
 
 
 def test_pipeline_arguments_take_hydra_style_rounds_and_refuse_bad_ones():
-    args = pipeline.parse_args(["rounds=2", "round_init=sft300", "--seeds", "0,1,2", "--", "synth_round2:limit=5"])
-    assert (args.rounds, args.round_init, args.seeds, args.overrides) == (2, "sft300", "0,1,2", ["synth_round2:limit=5"])
+    args = pipeline.parse_args(
+        ["rounds=2", "round_init=sft300", "--seeds", "0,1,2", "--", "synth_round2:limit=5"]
+    )
+    assert (args.rounds, args.round_init, args.seeds, args.overrides) == (
+        2,
+        "sft300",
+        "0,1,2",
+        ["synth_round2:limit=5"],
+    )
     assert pipeline.stage_overrides(pipeline.build_stages(2)[5], args.overrides) == ["limit=5"]
     with pytest.raises(pipeline.PipelineError, match="round_init"):
         pipeline.build_stages(1, "scratch")

@@ -26,9 +26,9 @@ BY_NAME = {s.name: s for s in STAGES}
 
 def test_stages_chain_through_exports_in_order():
     names = [s.name for s in STAGES]
-    assert names == ["sft_300", "sft300_grpo", "synth_round1", "sft_synth_round1", "sft300_grpo_synth"]
+    assert names == ["sft_300", "sft300_grpo", "synth_round1", "sft_synth_round1", "grpo_synth_round1"]
     for stage in STAGES:  # every input is an earlier stage
-        for source in (stage.init_from, stage.data_from):
+        for source in (stage.init_from, *stage.data_from):
             assert source is None or names.index(source) < names.index(stage.name)
     for stage in STAGES:  # every experiment named by a stage exists
         for arg in stage.args:
@@ -66,7 +66,7 @@ def test_dataset_overrides_go_to_the_held_out_source_of_the_synth_stage():
         "dataset.duplicates=first",  # a key of dataset=synth itself
         "+dataset.eval_source.config.p_au_only=0.2",
     ]
-    assert stage_overrides(BY_NAME["sft300_grpo_synth"], overrides) == overrides
+    assert stage_overrides(BY_NAME["grpo_synth_round1"], overrides) == overrides
 
 
 @pytest.mark.parametrize("bad", ["dataset=rafdb", "gpu:trainer.devices=2"])
@@ -145,7 +145,7 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
     assert manifest["source_model"]["folder"] == str(run["sft300_grpo"] / "model") and manifest["round"] == 1
     assert manifest["counts"]["accepted"] > 0
     assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")
-    assert card("sft300_grpo_synth")["init_from"] == str(run["sft_synth_round1"] / "model")
+    assert card("grpo_synth_round1")["init_from"] == str(run["sft_synth_round1"] / "model")
     round2 = yaml.safe_load((run["sft_synth_round1"] / ".hydra" / "config.yaml").read_text())
     assert round2["dataset"]["_target_"].endswith("SynthRoundsSource")
     assert round2["dataset"]["runs"] == [str(run["synth_round1"])]
@@ -154,18 +154,18 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
 
     # the results table: one row per training stage, all on the same held-out split
     rows = {r["experiment"]: r for r in results.collect([out_root])}
-    assert set(rows) == {"sft_300", "sft300_grpo", "pipeline_round2_sft", "sft300_grpo_synth"}
+    assert set(rows) == {"sft_300", "sft300_grpo", "sft_synth_round1", "grpo_synth_round1"}  # named by stage
     assert {(r["split"], r["n_eval"]) for r in rows.values()} == {("test", 8)}
     assert (out_root / "results.md").is_file() and (out_root / "results.csv").is_file()
 
     # resume: a stage that lost its evaluation reruns in its own folder from its checkpoint; the rest are skipped
-    (run["sft300_grpo_synth"] / "metrics.json").unlink()
+    (run["grpo_synth_round1"] / "metrics.json").unlink()
     proc = _run_pipeline(out_root, env)
     assert proc.stderr.count("skipped") == 4, proc.stderr[-3000:]
     again = json.loads((out_root / "pipeline.json").read_text())["stages"]
     assert {name: r["run_dir"] for name, r in again.items()} == {name: str(p) for name, p in run.items()}
-    assert f"ckpt_path={run['sft300_grpo_synth']}" in again["sft300_grpo_synth"]["command"]
-    assert (run["sft300_grpo_synth"] / "metrics.json").is_file()
+    assert f"ckpt_path={run['grpo_synth_round1']}" in again["grpo_synth_round1"]["command"]
+    assert (run["grpo_synth_round1"] / "metrics.json").is_file()
 
 
 @pytest.mark.slow

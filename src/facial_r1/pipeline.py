@@ -1,33 +1,45 @@
-"""The paper's pipeline in one command: SFT-300 -> GRPO -> synthesis round 1 -> SFT on it -> GRPO.
+"""The paper's pipeline in one command: SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x rounds, resumable.
 
-    python -m facial_r1.pipeline [--out-root DIR] [--seed N] [--quick] [-- override ...]
+    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [--out-root DIR] [--seed N | --seeds 0,1,2]
+                                 [--quick] [-- override ...]
 
-Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from the previous
+Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from an earlier
 stage's export with an explicit ``model.init_from`` (never ``latest_*``: other runs may share the output root), all
-under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, so each stage's
-run folder is a row of the results table (``run_name`` = the stage name):
+under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, and each stage's
+run folder is a row of the results table named by the stage (``run_name``):
 
 ===================  =============  ==================================================  ==========================
 stage                entry point    starts from                                         config
 ===================  =============  ==================================================  ==========================
 sft_300              train.py       the embedded tiny model                             experiment=sft_300
 sft300_grpo          train.py       sft_300's export                                    experiment=sft300_grpo
-synth_round1         synthesize.py  sft300_grpo's export (SynthFACS train split)        round=1
-sft_synth_round1     train.py       sft300_grpo's export, trained on synth_round1       experiment=pipeline_round2_sft
-sft300_grpo_synth    train.py       sft_synth_round1's export                           experiment=sft300_grpo_synth
+synth_round<r>       synthesize.py  the previous GRPO export (SynthFACS train split)    round=<r>
+sft_synth_round<r>   train.py       ``round_init``: base = the untrained model,         experiment=pipeline_round2_sft
+                                    sft300 = sft_300's export, latest (default) = the
+                                    export that synthesised the round; trains on
+                                    synth_round1..<r> with the round's data recipe
+grpo_synth_round<r>  train.py       sft_synth_round<r>'s export                         experiment=sft300_grpo_synth
 ===================  =============  ==================================================  ==========================
+
+for r = 1 .. ``rounds`` (default 1). The round's data recipe lives in ``experiment=pipeline_round2_sft`` and
+``dataset=synth`` (:mod:`facial_r1.synthesis.rounds`): the accepted rows of every round so far, deduped by face
+(latest round wins), AU-only and emotion-only rows kept, the original SFT-300 teacher rows kept (with their
+instruction rows, ``stage.instruction_rows``), the accepted rows capped per class.
 
 ``<out-root>/pipeline.json`` records each stage's command, run folder and status. Rerunning the same command skips
 finished stages (export card and ``metrics.json``, or a complete synthesis manifest) and resumes an interrupted one
-in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files). At
-the end ``results.md`` / ``results.csv`` (:mod:`facial_r1.results`) are written to the out root.
+in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files); a
+rerun with a larger ``rounds`` continues after the last finished round. At the end ``results.md`` / ``results.csv``
+(:mod:`facial_r1.results`) are written to the out root. ``--seeds 0,1,2`` runs one chain per seed in
+``<out-root>/seed<N>`` (each resumable on its own) and writes one table over all of them, mean +- sd per stage.
 
 Overrides after ``--`` go to every stage; ``<selector>:key=value`` to some, selector = ``train`` (both scripts'
-training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null``.
-The round-2 SFT trains on ``dataset=synth``, whose held-out splits come from ``dataset.eval_source``: plain
-``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` so every stage evaluates on the same
-test split. ``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained
-model's responses form a round) for tests: the whole chain in about a minute.
+training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null
+sft_synth_round1:dataset.balance=none``. The round SFTs train on ``dataset=synth``, whose held-out splits come from
+``dataset.eval_source``: plain ``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` (keys of
+dataset=synth itself stay) so every stage evaluates on the same test split. ``--quick`` adds tiny budgets (a few
+steps, 64 training faces, synthesis checks off so the untrained model's responses form a round) for tests: the whole
+chain in about a minute.
 """
 
 from __future__ import annotations
@@ -140,6 +152,13 @@ _SYNTH_DATASET_KEYS = {
     "files",
     "duplicates",
     "allow_heldout",
+    "partial_labels",
+    "keep_sft",
+    "keep_sft_seed",
+    "keep_sft_teacher",
+    "balance",
+    "balance_ratio",
+    "balance_seed",
     "on_error",
     "report_path",
     "eval_source",
@@ -277,7 +296,9 @@ def run_pipeline(
             raise PipelineError(
                 f"{out_root} holds a pipeline run with {key}={state[key]}; use another --out-root for {key}={value}"
             )
-    all_overrides = [*(QUICK if quick else ()), *overrides]
+    # --quick's SFT-300 has 32 samples, so the rounds keep those 32 teacher rows (not 300 of 64 faces).
+    budget = [*QUICK, *(f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from)] if quick else []
+    all_overrides = [*budget, *overrides]
     state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides), rounds=int(rounds),
                  round_init=round_init)  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}

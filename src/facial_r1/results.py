@@ -12,7 +12,8 @@ Written to ``--out`` (default: the first root):
   reward, held-out split and size, and remaining command-line overrides), each metric's mean and sample std;
 * ``results.md``: both tables, the grouped one first with ``mean ± std`` cells.
 
-Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``experiment`` group, else ``run_name``;
+Where a row's numbers come from: ``experiment`` = a ``run_name=`` given on the command line (the pipeline names
+each stage so: ``sft_synth_round2``), else the Hydra choice of the ``experiment`` group, else ``run_name``;
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
 the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
@@ -118,11 +119,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if _select(config, "task_name") == "evaluate" or stage == "eval":
         untrained = not _select(config, "model.path") and not _select(config, "model.init_from")
         stage = "zero-shot" if untrained else "eval"
+    # A run named on the command line (the pipeline names each stage: sft_synth_round2) is that row, so rounds that
+    # share an experiment file stay apart; otherwise the experiment, else the run name.
+    experiment = _named_run(overrides) or choices.get("experiment") or _select(config, "run_name") or stage
     row: dict[str, Any] = {
         "run": run_dir.name,
-        # A run named on the command line (the pipeline names each stage: sft_synth_round2) is that row, so rounds
-        # that share an experiment file stay apart; otherwise the experiment, else the run name.
-        "experiment": _named_run(overrides) or choices.get("experiment") or _select(config, "run_name") or stage,
+        "experiment": experiment,
         "stage": stage,
         "reward": choices.get("reward", "-") if stage == "grpo" else "-",
         "seed": _select(config, "seed"),

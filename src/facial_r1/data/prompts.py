@@ -156,7 +156,9 @@ class PromptTemplate:
             return self.synthesis_text(record)
         if spec.get("kind") == "reflection":
             return self.reflection_text(record, spec["previous"], list(spec["problems"]))
-        raise ValueError(f"record {record.get('id')!r}: unknown meta_info.sft_prompt.kind {spec.get('kind')!r}")
+        raise ValueError(
+            f"record {record.get('id')!r}: unknown meta_info.sft_prompt.kind {spec.get('kind')!r}"
+        )
 
 
 def prompt_conf_dir() -> Path:

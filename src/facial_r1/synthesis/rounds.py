@@ -103,7 +103,9 @@ class SynthRoundsSource(Source):
         if duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"dataset.duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
         if partial_labels not in PARTIAL_POLICIES:
-            raise ValueError(f"dataset.partial_labels must be one of {PARTIAL_POLICIES}, got {partial_labels!r}")
+            raise ValueError(
+                f"dataset.partial_labels must be one of {PARTIAL_POLICIES}, got {partial_labels!r}"
+            )
         if balance not in BALANCE_POLICIES:
             raise ValueError(f"dataset.balance must be one of {BALANCE_POLICIES}, got {balance!r}")
         if not float(balance_ratio) >= 1.0:
@@ -111,7 +113,9 @@ class SynthRoundsSource(Source):
         if int(keep_sft) < 0:
             raise ValueError(f"dataset.keep_sft must be >= 0 (0 = none), got {keep_sft}")
         if int(keep_sft) and eval_source is None:
-            raise ValueError("dataset.keep_sft needs dataset.eval_source: the teacher rows come from its train split")
+            raise ValueError(
+                "dataset.keep_sft needs dataset.eval_source: the teacher rows come from its train split"
+            )
         # `root` only anchors the base class; every file is addressed by its own path.
         super().__init__(root or self.paths[0].parent, on_error, report_path, val_fraction=0.0)
         self.eval_source = eval_source

@@ -226,7 +226,9 @@ def acceptance_table(counts: dict[str, Any]) -> str:
 
     for name, verdicts in per_class.items():
         accepted = int(verdicts.get("accepted", 0))
-        lines.append(row(name, accepted + int(verdicts.get("rejected", 0)), accepted, by_attempt.get(name, {})))
+        lines.append(
+            row(name, accepted + int(verdicts.get("rejected", 0)), accepted, by_attempt.get(name, {}))
+        )
     total = {str(a): n for a, n in (counts.get("accepted_per_attempt") or {}).items()}
     lines.append(row("**all**", int(counts.get("finished", 0)), int(counts.get("accepted", 0)), total))
     return "\n".join(lines) + "\n"

@@ -199,7 +199,11 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
         teacher = instantiate(cfg.teacher)
         n = stage.num_samples if stage.num_samples == "all" else int(stage.num_samples)
         train_records = build_sft_records(
-            splits["train"], n, seed=int(stage.seed), teacher=teacher, instruction_rows=stage.get("instruction_rows")
+            splits["train"],
+            n,
+            seed=int(stage.seed),
+            teacher=teacher,
+            instruction_rows=stage.get("instruction_rows"),
         )
         module = SFTModule(
             adapter, prompt, stage, reward=reward, val_records=splits["val"], au_subset=cfg.eval_au_subset
