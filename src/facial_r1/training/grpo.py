@@ -73,7 +73,11 @@ class GRPOModule(StageModule):
         self.automatic_optimization = False
         objective = stage.objective
         self.cfg = GRPOConfig(
-            **(OmegaConf.to_container(objective) if OmegaConf.is_config(objective) else objective)
+            **(
+                OmegaConf.to_container(objective, resolve=True)
+                if OmegaConf.is_config(objective)
+                else objective
+            )
         )
         self.micro_batch_size = stage.get("micro_batch_size")
         self.resample_records = list(resample_records or [])
