@@ -330,3 +330,27 @@ def test_a_changed_round_init_under_one_out_root_is_refused(tmp_path):
     pipeline.save_state(tmp_path, {"stages": {"sft_300": {}}, "round_init": "latest", "seed": 0})
     with pytest.raises(pipeline.PipelineError, match="round_init=latest"):
         pipeline.run_pipeline(tmp_path, round_init="base")
+
+
+def test_the_round_sft_experiment_builds_the_recipe_and_the_stand_in_is_tiny_only(toy, tmp_path):
+    from hydra.utils import instantiate
+    from test_config import compose_train
+
+    f = accepted_file(toy.root / "r1.jsonl", toy.train, 1)
+    cfg = compose_train(
+        [
+            "experiment=pipeline_round2_sft",
+            "model.init_from=null",
+            "dataset.runs=[]",
+            f"dataset.files=[{f}]",
+            "seed=5",
+        ],  # fmt: skip
+        tmp_path / "run",
+    )
+    assert (cfg.dataset.keep_sft, cfg.dataset.balance, cfg.dataset.partial_labels) == (300, "cap", "keep")
+    assert cfg.dataset.keep_sft_seed == 5 and cfg.stage.num_samples == "all"
+    assert dict(cfg.stage.instruction_rows) == {"synthesis": 0.5, "reflection": 0.5}
+    source = instantiate({**cfg.dataset, "keep_sft": 10, "eval_source": None}, eval_source=toy.eval)
+    assert isinstance(source.keep_sft_teacher, TemplateTeacher) and source.keep_sft_seed == 5
+    published = compose_train(["model=qwen2_5_vl_7b", "model.path=/nowhere"], tmp_path / "run2")
+    assert published.stage.instruction_rows is None
