@@ -1,7 +1,8 @@
-"""The pipeline (SFT-300 -> GRPO -> synthesis -> SFT on it -> GRPO) and the reward-ablation multirun.
+"""The pipeline (SFT-300 -> GRPO -> [synthesis -> SFT -> GRPO] x rounds) and the reward-ablation multirun.
 
 Fast: how overrides reach stages and how each stage's command is built. Slow: the whole ``--quick`` chain end to end
-(five subprocesses on the tiny model, ~1.5 min on 2 cores) including a resumed rerun, and a two-run Hydra multirun.
+(five subprocesses on the tiny model, ~1 min on 2 cores) including a resumed rerun and a ``rounds=2`` rerun that
+continues it (three more), and a two-run Hydra multirun.
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def test_round2_refuses_an_empty_round(tmp_path):
 # ---- slow: the chain end to end -----------------------------------------------------------------------------------
 
 
-def _run_pipeline(out_root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run_pipeline(out_root: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "facial_r1.pipeline", "--out-root", str(out_root), "--quick"],
+        [sys.executable, "-m", "facial_r1.pipeline", "--out-root", str(out_root), "--quick", *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -166,6 +167,24 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
     assert {name: r["run_dir"] for name, r in again.items()} == {name: str(p) for name, p in run.items()}
     assert f"ckpt_path={run['grpo_synth_round1']}" in again["grpo_synth_round1"]["command"]
     assert (run["grpo_synth_round1"] / "metrics.json").is_file()
+
+    # rounds=2 continues the finished chain: round 2 synthesises with round 1's GRPO export and its SFT reads both
+    # rounds (deduped by face), plus the kept SFT-300 teacher rows
+    proc = _run_pipeline(out_root, env, "rounds=2")
+    assert proc.stderr.count("skipped") == 5, proc.stderr[-3000:]
+    stages = json.loads((out_root / "pipeline.json").read_text())["stages"]
+    assert list(stages)[5:] == ["synth_round2", "sft_synth_round2", "grpo_synth_round2"]
+    run2 = {name: Path(r["run_dir"]) for name, r in stages.items()}
+    manifest = json.loads((run2["synth_round2"] / "manifest.json").read_text())
+    assert (
+        manifest["source_model"]["folder"] == str(run["grpo_synth_round1"] / "model")
+        and manifest["round"] == 2
+    )
+    sft2 = yaml.safe_load((run2["sft_synth_round2"] / ".hydra" / "config.yaml").read_text())
+    assert sft2["dataset"]["runs"] == [str(run["synth_round1"]), str(run2["synth_round2"])]
+    assert sft2["dataset"]["keep_sft"] == 32
+    assert "duplicate_across_rounds" in (run2["sft_synth_round2"] / "train.log").read_text()
+    assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")  # round_init=latest
 
 
 @pytest.mark.slow
