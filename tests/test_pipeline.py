@@ -1,7 +1,8 @@
-"""The pipeline (SFT-300 -> GRPO -> synthesis -> SFT on it -> GRPO) and the reward-ablation multirun.
+"""The pipeline (SFT-300 -> GRPO -> [synthesis -> SFT -> GRPO] x rounds) and the reward-ablation multirun.
 
 Fast: how overrides reach stages and how each stage's command is built. Slow: the whole ``--quick`` chain end to end
-(five subprocesses on the tiny model, ~1.5 min on 2 cores) including a resumed rerun, and a two-run Hydra multirun.
+(five subprocesses on the tiny model, ~1 min on 2 cores) including a resumed rerun and a ``rounds=2`` rerun that
+continues it (three more), and a two-run Hydra multirun.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ BY_NAME = {s.name: s for s in STAGES}
 
 def test_stages_chain_through_exports_in_order():
     names = [s.name for s in STAGES]
-    assert names == ["sft_300", "sft300_grpo", "synth_round1", "sft_synth_round1", "sft300_grpo_synth"]
+    assert names == ["sft_300", "sft300_grpo", "synth_round1", "sft_synth_round1", "grpo_synth_round1"]
     for stage in STAGES:  # every input is an earlier stage
-        for source in (stage.init_from, stage.data_from):
+        for source in (stage.init_from, *stage.data_from):
             assert source is None or names.index(source) < names.index(stage.name)
     for stage in STAGES:  # every experiment named by a stage exists
         for arg in stage.args:
@@ -66,7 +67,7 @@ def test_dataset_overrides_go_to_the_held_out_source_of_the_synth_stage():
         "dataset.duplicates=first",  # a key of dataset=synth itself
         "+dataset.eval_source.config.p_au_only=0.2",
     ]
-    assert stage_overrides(BY_NAME["sft300_grpo_synth"], overrides) == overrides
+    assert stage_overrides(BY_NAME["grpo_synth_round1"], overrides) == overrides
 
 
 @pytest.mark.parametrize("bad", ["dataset=rafdb", "gpu:trainer.devices=2"])
@@ -109,9 +110,9 @@ def test_round2_refuses_an_empty_round(tmp_path):
 # ---- slow: the chain end to end -----------------------------------------------------------------------------------
 
 
-def _run_pipeline(out_root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run_pipeline(out_root: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "facial_r1.pipeline", "--out-root", str(out_root), "--quick"],
+        [sys.executable, "-m", "facial_r1.pipeline", "--out-root", str(out_root), "--quick", *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -145,7 +146,7 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
     assert manifest["source_model"]["folder"] == str(run["sft300_grpo"] / "model") and manifest["round"] == 1
     assert manifest["counts"]["accepted"] > 0
     assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")
-    assert card("sft300_grpo_synth")["init_from"] == str(run["sft_synth_round1"] / "model")
+    assert card("grpo_synth_round1")["init_from"] == str(run["sft_synth_round1"] / "model")
     round2 = yaml.safe_load((run["sft_synth_round1"] / ".hydra" / "config.yaml").read_text())
     assert round2["dataset"]["_target_"].endswith("SynthRoundsSource")
     assert round2["dataset"]["runs"] == [str(run["synth_round1"])]
@@ -154,18 +155,36 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
 
     # the results table: one row per training stage, all on the same held-out split
     rows = {r["experiment"]: r for r in results.collect([out_root])}
-    assert set(rows) == {"sft_300", "sft300_grpo", "pipeline_round2_sft", "sft300_grpo_synth"}
+    assert set(rows) == {"sft_300", "sft300_grpo", "sft_synth_round1", "grpo_synth_round1"}  # named by stage
     assert {(r["split"], r["n_eval"]) for r in rows.values()} == {("test", 8)}
     assert (out_root / "results.md").is_file() and (out_root / "results.csv").is_file()
 
     # resume: a stage that lost its evaluation reruns in its own folder from its checkpoint; the rest are skipped
-    (run["sft300_grpo_synth"] / "metrics.json").unlink()
+    (run["grpo_synth_round1"] / "metrics.json").unlink()
     proc = _run_pipeline(out_root, env)
     assert proc.stderr.count("skipped") == 4, proc.stderr[-3000:]
     again = json.loads((out_root / "pipeline.json").read_text())["stages"]
     assert {name: r["run_dir"] for name, r in again.items()} == {name: str(p) for name, p in run.items()}
-    assert f"ckpt_path={run['sft300_grpo_synth']}" in again["sft300_grpo_synth"]["command"]
-    assert (run["sft300_grpo_synth"] / "metrics.json").is_file()
+    assert f"ckpt_path={run['grpo_synth_round1']}" in again["grpo_synth_round1"]["command"]
+    assert (run["grpo_synth_round1"] / "metrics.json").is_file()
+
+    # rounds=2 continues the finished chain: round 2 synthesises with round 1's GRPO export and its SFT reads both
+    # rounds (deduped by face), plus the kept SFT-300 teacher rows
+    proc = _run_pipeline(out_root, env, "rounds=2")
+    assert proc.stderr.count("skipped") == 5, proc.stderr[-3000:]
+    stages = json.loads((out_root / "pipeline.json").read_text())["stages"]
+    assert list(stages)[5:] == ["synth_round2", "sft_synth_round2", "grpo_synth_round2"]
+    run2 = {name: Path(r["run_dir"]) for name, r in stages.items()}
+    manifest = json.loads((run2["synth_round2"] / "manifest.json").read_text())
+    assert (
+        manifest["source_model"]["folder"] == str(run["grpo_synth_round1"] / "model")
+        and manifest["round"] == 2
+    )
+    sft2 = yaml.safe_load((run2["sft_synth_round2"] / ".hydra" / "config.yaml").read_text())
+    assert sft2["dataset"]["runs"] == [str(run["synth_round1"]), str(run2["synth_round2"])]
+    assert sft2["dataset"]["keep_sft"] == 32
+    assert "duplicate_across_rounds" in (run2["sft_synth_round2"] / "train.log").read_text()
+    assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")  # round_init=latest
 
 
 @pytest.mark.slow

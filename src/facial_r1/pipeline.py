@@ -1,33 +1,45 @@
-"""The paper's pipeline in one command: SFT-300 -> GRPO -> synthesis round 1 -> SFT on it -> GRPO.
+"""The paper's pipeline in one command: SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x rounds, resumable.
 
-    python -m facial_r1.pipeline [--out-root DIR] [--seed N] [--quick] [-- override ...]
+    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [--out-root DIR] [--seed N | --seeds 0,1,2]
+                                 [--quick] [-- override ...]
 
-Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from the previous
+Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from an earlier
 stage's export with an explicit ``model.init_from`` (never ``latest_*``: other runs may share the output root), all
-under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, so each stage's
-run folder is a row of the results table (``run_name`` = the stage name):
+under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, and each stage's
+run folder is a row of the results table named by the stage (``run_name``):
 
 ===================  =============  ==================================================  ==========================
 stage                entry point    starts from                                         config
 ===================  =============  ==================================================  ==========================
 sft_300              train.py       the embedded tiny model                             experiment=sft_300
 sft300_grpo          train.py       sft_300's export                                    experiment=sft300_grpo
-synth_round1         synthesize.py  sft300_grpo's export (SynthFACS train split)        round=1
-sft_synth_round1     train.py       sft300_grpo's export, trained on synth_round1       experiment=pipeline_round2_sft
-sft300_grpo_synth    train.py       sft_synth_round1's export                           experiment=sft300_grpo_synth
+synth_round<r>       synthesize.py  the previous GRPO export (SynthFACS train split)    round=<r>
+sft_synth_round<r>   train.py       ``round_init``: base = the untrained model,         experiment=pipeline_round2_sft
+                                    sft300 = sft_300's export, latest (default) = the
+                                    export that synthesised the round; trains on
+                                    synth_round1..<r> with the round's data recipe
+grpo_synth_round<r>  train.py       sft_synth_round<r>'s export                         experiment=sft300_grpo_synth
 ===================  =============  ==================================================  ==========================
+
+for r = 1 .. ``rounds`` (default 1). The round's data recipe lives in ``experiment=pipeline_round2_sft`` and
+``dataset=synth`` (:mod:`facial_r1.synthesis.rounds`): the accepted rows of every round so far, deduped by face
+(latest round wins), AU-only and emotion-only rows kept, the original SFT-300 teacher rows kept (with their
+instruction rows, ``stage.instruction_rows``), the accepted rows capped per class.
 
 ``<out-root>/pipeline.json`` records each stage's command, run folder and status. Rerunning the same command skips
 finished stages (export card and ``metrics.json``, or a complete synthesis manifest) and resumes an interrupted one
-in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files). At
-the end ``results.md`` / ``results.csv`` (:mod:`facial_r1.results`) are written to the out root.
+in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files); a
+rerun with a larger ``rounds`` continues after the last finished round. At the end ``results.md`` / ``results.csv``
+(:mod:`facial_r1.results`) are written to the out root. ``--seeds 0,1,2`` runs one chain per seed in
+``<out-root>/seed<N>`` (each resumable on its own) and writes one table over all of them, mean +- sd per stage.
 
 Overrides after ``--`` go to every stage; ``<selector>:key=value`` to some, selector = ``train`` (both scripts'
-training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null``.
-The round-2 SFT trains on ``dataset=synth``, whose held-out splits come from ``dataset.eval_source``: plain
-``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` so every stage evaluates on the same
-test split. ``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained
-model's responses form a round) for tests: the whole chain in about a minute.
+training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null
+sft_synth_round1:dataset.balance=none``. The round SFTs train on ``dataset=synth``, whose held-out splits come from
+``dataset.eval_source``: plain ``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` (keys of
+dataset=synth itself stay) so every stage evaluates on the same test split. ``--quick`` adds tiny budgets (a few
+steps, 64 training faces, synthesis checks off so the untrained model's responses form a round) for tests: the whole
+chain in about a minute.
 """
 
 from __future__ import annotations
@@ -59,8 +71,8 @@ class Stage:
     name: str  # run_name: the run folder's suffix and the results table's row
     kind: str  # sft | grpo | synth
     args: tuple[str, ...]  # the stage's experiment and fixed settings
-    init_from: str | None = None  # the stage whose export this one starts from
-    data_from: str | None = None  # the synthesis stage whose accepted samples this one trains on
+    init_from: str | None = None  # the stage whose export this one starts from (None: the base model)
+    data_from: tuple[str, ...] = ()  # the synthesis stages whose accepted samples this one trains on
 
     @property
     def script(self) -> str:
@@ -71,19 +83,39 @@ class Stage:
         return "synthesize" if self.kind == "synth" else "train"
 
 
-STAGES = (
-    Stage("sft_300", "sft", ("experiment=sft_300",)),
-    Stage("sft300_grpo", "grpo", ("experiment=sft300_grpo",), init_from="sft_300"),
-    Stage("synth_round1", "synth", ("round=1", "split=train"), init_from="sft300_grpo"),
-    Stage(
-        "sft_synth_round1",
-        "sft",
-        ("experiment=pipeline_round2_sft",),
-        init_from="sft300_grpo",
-        data_from="synth_round1",
-    ),
-    Stage("sft300_grpo_synth", "grpo", ("experiment=sft300_grpo_synth",), init_from="sft_synth_round1"),
-)
+ROUND_INITS = ("base", "sft300", "latest")  # where each round's SFT starts (module docstring)
+
+
+def build_stages(rounds: int = 1, round_init: str = "latest") -> tuple[Stage, ...]:
+    """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``."""
+    if int(rounds) < 0:
+        raise PipelineError(f"rounds={rounds}: must be >= 0")
+    if round_init not in ROUND_INITS:
+        raise PipelineError(f"round_init={round_init!r}: allowed values are {', '.join(ROUND_INITS)}")
+    stages = [
+        Stage("sft_300", "sft", ("experiment=sft_300",)),
+        Stage("sft300_grpo", "grpo", ("experiment=sft300_grpo",), init_from="sft_300"),
+    ]
+    previous = "sft300_grpo"  # the export that synthesises the next round
+    for r in range(1, int(rounds) + 1):
+        synth, sft, grpo = f"synth_round{r}", f"sft_synth_round{r}", f"grpo_synth_round{r}"
+        start = {"base": None, "sft300": "sft_300", "latest": previous}[round_init]
+        stages += [
+            Stage(synth, "synth", (f"round={r}", "split=train"), init_from=previous),
+            Stage(
+                sft,
+                "sft",
+                ("experiment=pipeline_round2_sft", *(("model.init_from=null",) if start is None else ())),
+                init_from=start,
+                data_from=tuple(f"synth_round{k}" for k in range(1, r + 1)),  # every round so far, deduped
+            ),
+            Stage(grpo, "grpo", ("experiment=sft300_grpo_synth",), init_from=sft),
+        ]
+        previous = grpo
+    return tuple(stages)
+
+
+STAGES = build_stages()  # the default chain (one round, each round's SFT from the latest export)
 
 # --quick: every stage in seconds on the tiny model. Synthesis runs with its checks off: the barely trained model
 # would have none of its responses accepted, and the round-2 SFT needs rows.
@@ -121,6 +153,13 @@ _SYNTH_DATASET_KEYS = {
     "files",
     "duplicates",
     "allow_heldout",
+    "partial_labels",
+    "keep_sft",
+    "keep_sft_seed",
+    "keep_sft_teacher",
+    "balance",
+    "balance_ratio",
+    "balance_seed",
     "on_error",
     "report_path",
     "eval_source",
@@ -134,7 +173,17 @@ class PipelineError(RuntimeError):
 # ---- overrides ----------------------------------------------------------------------------------------------------
 
 
-ALL_SELECTORS = {"train"} | {s.name for s in STAGES} | {s.kind for s in STAGES}
+_KINDS = ("sft", "grpo", "synth")
+
+
+def _known_selector(selector: str) -> bool:
+    """``train``, a stage kind, or a stage name of any number of rounds (``synth_round3``)."""
+    if selector in {"train", *_KINDS, "sft_300", "sft300_grpo"}:
+        return True
+    for prefix in ("synth_round", "sft_synth_round", "grpo_synth_round"):
+        if selector.startswith(prefix) and selector[len(prefix) :].isdigit():
+            return True
+    return False
 
 
 def _selectors(stage: Stage) -> set[str]:
@@ -148,9 +197,10 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
     for item in overrides:
         selector, sep, rest = item.partition(":")
         if sep and "=" not in selector:  # "sel:key=value"; a plain value may contain ":" (times, URLs)
-            if selector not in ALL_SELECTORS:
+            if not _known_selector(selector):
                 raise PipelineError(
-                    f"override {item!r}: unknown selector {selector!r}; use one of {sorted(ALL_SELECTORS)}"
+                    f"override {item!r}: unknown selector {selector!r}; use train, sft, grpo, synth or a stage "
+                    "name (sft_300, sft300_grpo, synth_round<r>, sft_synth_round<r>, grpo_synth_round<r>)"
                 )
             if selector not in _selectors(stage):
                 continue
@@ -215,7 +265,7 @@ def stage_command(
     if stage.init_from:
         args.append(f"model.init_from={inputs[stage.init_from]}")
     if stage.data_from:
-        args.append(f"dataset.runs=[{inputs[stage.data_from]}]")
+        args.append(f"dataset.runs=[{','.join(str(inputs[name]) for name in stage.data_from)}]")
     if resume and stage.task == "train" and (run_dir / "checkpoints" / "last.ckpt").is_file():
         args.append(f"ckpt_path={run_dir}")  # the same folder and settings: Lightning restores the step
     return [sys.executable, stage.script, *args, *stage_overrides(stage, overrides)]
@@ -228,18 +278,33 @@ def run_pipeline(
     quick: bool = False,
     overrides: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    rounds: int = 1,
+    round_init: str = "latest",
 ) -> dict[str, Any]:
-    """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``."""
+    """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``.
+
+    A rerun with more ``rounds`` continues a finished chain; changing ``round_init`` or the seed under one out root
+    is refused (the finished stages were made with the old value).
+    """
     out_root = Path(out_root).expanduser().resolve()
+    stages = build_stages(rounds, round_init)
     state = load_state(out_root)
-    all_overrides = [*(QUICK if quick else ()), *overrides]
-    state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides))
+    for key, value in (("round_init", round_init), ("seed", seed)):
+        if state["stages"] and state.get(key, value) != value:
+            raise PipelineError(
+                f"{out_root} holds a pipeline run with {key}={state[key]}; use another --out-root for {key}={value}"
+            )
+    # --quick's SFT-300 has 32 samples, so the rounds keep those 32 teacher rows (not 300 of 64 faces).
+    budget = [*QUICK, *(f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from)] if quick else []
+    all_overrides = [*budget, *overrides]
+    state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides), rounds=int(rounds),
+                 round_init=round_init)  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     # The stages run this checkout's code (its train.py imports facial_r1 from src/), whatever is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")  # one thread per stage: the README pipeline rows were measured so
     inputs: dict[str, Path] = {}
-    for stage in STAGES:
+    for stage in stages:
         record = state["stages"].get(stage.name) or {}
         run_dir = Path(record["run_dir"]) if record.get("run_dir") else None
         if run_dir is not None and is_finished(stage, run_dir):
@@ -277,11 +342,13 @@ def run_pipeline(
 
 
 def _check_inputs(stage: Stage, inputs: dict[str, Path]) -> None:
-    if stage.data_from and accepted_count(inputs[stage.data_from]) == 0:
-        raise PipelineError(
-            f"stage {stage.name}: synthesis run {inputs[stage.data_from]} accepted no sample, nothing to train on "
-            "(see its review.html; a longer SFT/GRPO budget or checks.au_mode=f1 raises the acceptance rate)"
-        )
+    for name in stage.data_from:
+        if accepted_count(inputs[name]) == 0:
+            raise PipelineError(
+                f"stage {stage.name}: synthesis run {inputs[name]} accepted no sample, nothing to train on "
+                "(see its review.html and acceptance.md; a longer SFT/GRPO budget, stage.instruction_rows or "
+                "checks.au_mode=f1 raises the acceptance rate)"
+            )
 
 
 def _write_results(out_root: Path) -> None:
@@ -310,9 +377,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out-root", type=Path, default=default_root, help=f"paths.output_root of every stage "
                         f"and where pipeline.json goes (default: {default_root})")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed=N for every stage (default 0)")
+    parser.add_argument("--seeds", type=str, default=None, help="comma list, e.g. 0,1,2: one chain per seed, each "
+                        "in <out-root>/seed<N>, then one results table over all of them in <out-root>")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="synthesise -> SFT -> GRPO rounds after SFT-300 -> "
+                        "GRPO (default 1; `rounds=2` works too)")  # fmt: skip
+    parser.add_argument("--round-init", choices=ROUND_INITS, default="latest", help="where each round's SFT starts: "
+                        "base (the untrained model), sft300 (the SFT-300 export) or latest (the export that "
+                        "synthesised the round; default). `round_init=base` works too")  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true", help="tiny budgets: the whole chain in about a minute"
     )
+    # `rounds=2` / `round_init=base` (Hydra-style, as the stages take theirs) mean --rounds / --round-init.
+    argv = [f"--{a.split('=', 1)[0].replace('_', '-')}={a.split('=', 1)[1]}" if a.split("=", 1)[0] in
+            ("rounds", "round_init", "seed", "seeds") else a for a in argv]  # fmt: skip
     args = parser.parse_args(argv)
     args.overrides = overrides
     return args
@@ -321,13 +398,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    kwargs = dict(quick=args.quick, overrides=args.overrides, rounds=args.rounds, round_init=args.round_init)
     try:
-        state = run_pipeline(args.out_root, seed=args.seed, quick=args.quick, overrides=args.overrides)
+        for seed in seeds:
+            root = args.out_root / f"seed{seed}" if args.seeds else args.out_root
+            state = run_pipeline(root, seed=seed, **kwargs)
+            for name, record in state["stages"].items():
+                print(f"seed {seed}  {name:20s} {record['status']:8s} {record['run_dir']}")
     except PipelineError as err:
         log.error("%s", err)
         return 1
-    for name, record in state["stages"].items():
-        print(f"{name:20s} {record['status']:8s} {record['run_dir']}")
+    if args.seeds:
+        _write_results(args.out_root.expanduser().resolve())  # one table: mean +- sd over the seeds per stage
     return 0
 
 

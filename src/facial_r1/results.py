@@ -17,7 +17,8 @@ Written to ``--out`` (default: the first root):
 ``protocol`` is the evaluation protocol metrics.json names (``evaluate.py protocol=...``; ``-`` for runs that name
 none): runs evaluated under different protocols are never one group.
 
-Where a row's numbers come from: ``experiment`` = the Hydra choice of the ``experiment`` group, else ``run_name``;
+Where a row's numbers come from: ``experiment`` = a ``run_name=`` given on the command line (the pipeline names
+each stage so: ``sft_synth_round2``), else the Hydra choice of the ``experiment`` group, else ``run_name``;
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
 the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
@@ -88,7 +89,8 @@ RUN_COLUMNS = (
 )
 # The paper's ablation order; other experiments follow alphabetically.
 ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
-         "sft300_grpo_synth", "reward_ablation")  # fmt: skip
+         "sft300_grpo_synth", *(f"{kind}_round{r}" for r in range(1, 10) for kind in ("sft_synth", "grpo_synth")),
+         "reward_ablation")  # fmt: skip
 STAGE_ORDER = ("zero-shot", "eval", "sft", "grpo")
 # Overrides that say nothing about the method: where things were written and which exact folder a stage started from.
 _BOOKKEEPING = ("paths.", "hydra.", "model.init_from", "dataset.runs", "dataset.files", "ckpt_path", "run_name",
@@ -141,9 +143,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if _select(config, "task_name") == "evaluate" or stage == "eval":
         untrained = not _select(config, "model.path") and not _select(config, "model.init_from")
         stage = "zero-shot" if untrained else "eval"
+    # A run named on the command line (the pipeline names each stage: sft_synth_round2) is that row, so rounds that
+    # share an experiment file stay apart; otherwise the experiment, else the run name.
+    experiment = _named_run(overrides) or choices.get("experiment") or _select(config, "run_name") or stage
     row: dict[str, Any] = {
         "run": run_dir.name,
-        "experiment": choices.get("experiment") or _select(config, "run_name") or stage,
+        "experiment": experiment,
         "stage": stage,
         "reward": choices.get("reward", "-") if stage == "grpo" else "-",
         "protocol": metrics.get("protocol") or "-",
@@ -163,6 +168,11 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         if isinstance(interval, list) and len(interval) == 2:
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = _number(interval[0]), _number(interval[1])
     return row
+
+
+def _named_run(overrides: Sequence[str]) -> str | None:
+    names = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "run_name"]
+    return names[-1] if names else None
 
 
 def judge_id(provenance: Any) -> str | None:

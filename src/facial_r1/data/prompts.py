@@ -7,6 +7,8 @@ One :class:`PromptTemplate` renders three texts from a sample record (see ``data
 - :meth:`PromptTemplate.synthesis_text`: ``user_text`` plus the ground truth the response must agree with
   (stage-3 synthesis and API teachers).
 - :meth:`PromptTemplate.reflection_text`: ``synthesis_text`` plus a previous response and what was wrong with it.
+- :meth:`PromptTemplate.sft_text`: the one of the three an SFT row trains on (``user_text`` unless the row is an
+  instruction row, see ``data/teachers/instructions.py``).
 
 The image is not part of this text: the model adapter places it before the text.
 Templates live in ``conf/prompt/*.yaml``; a changed wording gets a new ``version`` so results stay comparable.
@@ -143,6 +145,20 @@ class PromptTemplate:
             ]
         )
         return self.synthesis_text(record) + self.separator + block
+
+    def sft_text(self, record: dict[str, Any]) -> str:
+        """The prompt an SFT row trains on: ``user_text``, or for an instruction row
+        (``meta_info["sft_prompt"]``, :mod:`facial_r1.data.teachers.instructions`) its synthesis or reflection text."""
+        spec = (record.get("meta_info") or {}).get("sft_prompt")
+        if not spec:
+            return self.user_text(record)
+        if spec.get("kind") == "synthesis":
+            return self.synthesis_text(record)
+        if spec.get("kind") == "reflection":
+            return self.reflection_text(record, spec["previous"], list(spec["problems"]))
+        raise ValueError(
+            f"record {record.get('id')!r}: unknown meta_info.sft_prompt.kind {spec.get('kind')!r}"
+        )
 
 
 def prompt_conf_dir() -> Path:

@@ -7,6 +7,21 @@ the output of ``review apply``). Split mapping, so every stage evaluates on the 
 * ``train`` = the union of the synthesised files (rows keep their original ``dataset`` name);
 * ``val`` / ``test`` = the same split of ``eval_source`` (default: SynthFACS, the embedded default's val/test).
 
+The round's data recipe (``conf/dataset/synth.yaml``), applied to the training rows in this order:
+
+1. **dedup across rounds** (``duplicates``, below);
+2. **partial-label rows** (``partial_labels``): an accepted AU-only row (its AUs, format and consistency checked) or
+   emotion-only row (its answer checked) is kept by default - the SFT loss trains on its text like any row, and
+   GRPO's rewards score whichever half is annotated - or dropped with ``drop`` (listed in the load report);
+3. **the original SFT teacher rows** (``keep_sft``): the ``keep_sft`` records that ``stage.num_samples=keep_sft``
+   with ``stage.seed=keep_sft_seed`` picks from ``eval_source``'s train split - the SFT-300 set itself - written by
+   ``keep_sft_teacher`` (SFT-300's teacher). A synthesised row of one of those faces is dropped in their favour
+   (dedup by image id: the teacher's text is the reference);
+4. **class balance** (``balance``) of the synthesised rows, by first gold label (AU-only rows have no class and
+   are kept): ``cap`` keeps at most ``ceil(balance_ratio x`` the smallest class``)`` rows per class (a seeded
+   random subset), ``upsample`` repeats the rows of every smaller class (ids suffixed ``#<copy>``) until each has
+   ``min(largest, ceil(balance_ratio x`` its own count``))`` rows, ``none`` keeps the acceptance's class mix.
+
 Synthesised rows record the split they came from; rows made from a val or test split are refused (they would leak
 held-out labels into training) unless ``allow_heldout=true``. The same sample synthesised in several rounds is kept
 once, from the latest round (``duplicates=latest``), or once from the first (``first``), or every time with the id
@@ -20,23 +35,33 @@ key if present, else the training run's saved config (``<run>/.hydra/config.yaml
 from __future__ import annotations
 
 import logging
+import math
 import os
+import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError
 from facial_r1.data.sources.base import LoadReport, SkippedItem, Source
 from facial_r1.lineage import read_card
-from facial_r1.synthesis.store import ACCEPTED, read_jsonl
+from facial_r1.synthesis.store import ACCEPTED, NO_LABEL, read_jsonl
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_POLICIES = ("latest", "first", "all")
+PARTIAL_POLICIES = ("keep", "drop")
+BALANCE_POLICIES = ("none", "cap", "upsample")
 
 
 def synthesis_info(record: dict[str, Any]) -> dict[str, Any]:
     """``meta_info["synthesis"]`` of a synthesised record ({} for other records)."""
     return (record.get("meta_info") or {}).get("synthesis") or {}
+
+
+def _class(record: dict[str, Any]) -> str:
+    """The class a row is balanced and counted under: its first gold label (AU-only rows: ``(no label)``)."""
+    return record["labels"][0] if record.get("labels") else NO_LABEL
 
 
 def round_files(files: list[str] | None = None, runs: list[str] | None = None) -> list[Path]:
@@ -58,6 +83,13 @@ class SynthRoundsSource(Source):
         eval_source: Source | None = None,
         duplicates: str = "latest",
         allow_heldout: bool = False,
+        partial_labels: str = "keep",
+        keep_sft: int = 0,
+        keep_sft_seed: int = 0,
+        keep_sft_teacher: Any = None,
+        balance: str = "none",
+        balance_ratio: float = 1.0,
+        balance_seed: int = 0,
         on_error: str = "raise",
         report_path: str | None = None,
         root: str | os.PathLike | None = None,
@@ -69,11 +101,29 @@ class SynthRoundsSource(Source):
             )
         if duplicates not in DUPLICATE_POLICIES:
             raise ValueError(f"dataset.duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        if partial_labels not in PARTIAL_POLICIES:
+            raise ValueError(
+                f"dataset.partial_labels must be one of {PARTIAL_POLICIES}, got {partial_labels!r}"
+            )
+        if balance not in BALANCE_POLICIES:
+            raise ValueError(f"dataset.balance must be one of {BALANCE_POLICIES}, got {balance!r}")
+        if not float(balance_ratio) >= 1.0:
+            raise ValueError(f"dataset.balance_ratio must be >= 1, got {balance_ratio}")
+        if int(keep_sft) < 0:
+            raise ValueError(f"dataset.keep_sft must be >= 0 (0 = none), got {keep_sft}")
+        if int(keep_sft) and eval_source is None:
+            raise ValueError(
+                "dataset.keep_sft needs dataset.eval_source: the teacher rows come from its train split"
+            )
         # `root` only anchors the base class; every file is addressed by its own path.
         super().__init__(root or self.paths[0].parent, on_error, report_path, val_fraction=0.0)
         self.eval_source = eval_source
         self.duplicates = duplicates
         self.allow_heldout = allow_heldout
+        self.partial_labels = partial_labels
+        self.keep_sft, self.keep_sft_seed = int(keep_sft), int(keep_sft_seed)
+        self.keep_sft_teacher = keep_sft_teacher
+        self.balance, self.balance_ratio, self.balance_seed = balance, float(balance_ratio), int(balance_seed)
 
     @property
     def data_round(self) -> int:
@@ -127,7 +177,93 @@ class SynthRoundsSource(Source):
                     if not keep_new:
                         continue
                 chosen[key] = (rnd, order, record)
-        return [record for _, _, record in sorted(chosen.values(), key=lambda item: item[1])]
+        rows = [record for _, _, record in sorted(chosen.values(), key=lambda item: item[1])]
+        rows = self._partial(rows, report)
+        teacher_rows = self._teacher_rows(rows, report)
+        rows = self._balanced(rows, report)
+        log.info(
+            "round data: %d synthesised rows (per class after balance=%s: %s) + %d teacher rows",
+            len(rows), self.balance, dict(sorted(Counter(_class(r) for r in rows).items())), len(teacher_rows),
+        )  # fmt: skip
+        return rows + teacher_rows
+
+    def _partial(self, rows: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
+        if self.partial_labels == "keep":
+            return rows
+        kept = []
+        for row in rows:
+            if row.get("AUs") is not None and row.get("labels"):
+                kept.append(row)
+                continue
+            meta = row.get("meta_info") or {}
+            kind = "AU-only" if row.get("AUs") is not None else "emotion-only"
+            report.add(
+                SkippedItem(meta.get("source_file"), meta.get("source_line"), "partial_labels_dropped",
+                            f"{row['dataset']}/{row['id']} is {kind} (dataset.partial_labels=drop)", error=False)
+            )  # fmt: skip
+        return kept
+
+    def _teacher_rows(self, rows: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
+        """The original SFT set (``keep_sft``), and ``rows`` cut to the faces it does not cover (in place)."""
+        if not self.keep_sft:
+            return []
+        from facial_r1.data.teachers.template import TemplateTeacher, select_sft_records
+
+        picked = select_sft_records(self.eval_source.records("train"), self.keep_sft, self.keep_sft_seed)
+        teacher = self.keep_sft_teacher if self.keep_sft_teacher is not None else TemplateTeacher()
+        out = []
+        for record in picked:
+            text = teacher.describe(record)
+            if text is None:
+                continue
+            out.append({**record, "description": text})
+        faces = {(r["dataset"], r["id"]) for r in out}
+        synthesised = []
+        for row in rows:
+            if (row["dataset"], row["id"].split("@r")[0]) in faces:
+                meta = row.get("meta_info") or {}
+                report.add(
+                    SkippedItem(meta.get("source_file"), meta.get("source_line"), "duplicate_of_teacher_row",
+                                f"{row['dataset']}/{row['id']} is one of the kept SFT teacher rows", error=False)
+                )  # fmt: skip
+                continue
+            synthesised.append(row)
+        rows[:] = synthesised
+        return out
+
+    def _balanced(self, rows: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
+        if self.balance == "none":
+            return rows
+        groups: dict[str, list[int]] = {}
+        for index, row in enumerate(rows):
+            label = _class(row)
+            if label != NO_LABEL:
+                groups.setdefault(label, []).append(index)
+        if not groups:
+            return rows
+        rng = random.Random(self.balance_seed)
+        keep = set(range(len(rows)))
+        extra: list[dict[str, Any]] = []
+        if self.balance == "cap":
+            cap = math.ceil(self.balance_ratio * min(len(g) for g in groups.values()))
+            for label, members in sorted(groups.items()):
+                if len(members) > cap:
+                    dropped = set(members) - set(rng.sample(members, cap))
+                    keep -= dropped
+                    for index in sorted(dropped):
+                        meta = rows[index].get("meta_info") or {}
+                        report.add(
+                            SkippedItem(meta.get("source_file"), meta.get("source_line"), "class_balance_cap",
+                                        f"{label}: {len(members)} rows, kept {cap}", error=False)
+                        )  # fmt: skip
+        else:  # upsample
+            largest = max(len(g) for g in groups.values())
+            for _label, members in sorted(groups.items()):
+                target = min(largest, math.ceil(self.balance_ratio * len(members)))
+                for copy in range(target - len(members)):
+                    row = rows[members[copy % len(members)]]
+                    extra.append({**row, "id": f"{row['id']}#{copy // len(members) + 1}"})
+        return [row for index, row in enumerate(rows) if index in keep] + extra
 
     def _refuse_heldout(self, info: dict[str, Any], path: Path) -> None:
         split = info.get("split")

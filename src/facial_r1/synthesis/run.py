@@ -2,7 +2,8 @@
 
 Outputs, all in the Hydra run folder: ``accepted.jsonl`` (dataset schema, ``description`` = the accepted response,
 provenance in ``meta_info["synthesis"]``), ``rejected.jsonl`` (last response and its problems in
-``meta_info["synthesis"]``), ``manifest.json`` (rewritten after every batch), ``review.html``, ``.hydra/``.
+``meta_info["synthesis"]``), ``manifest.json`` (rewritten after every batch; its ``counts`` hold acceptance per class and per attempt),
+``acceptance.md`` (those counts as a table, written at the end), ``review.html``, ``.hydra/``.
 
 Resume: run the same command with ``hydra.run.dir=<that run folder>``. Samples already in either file are skipped;
 the settings that shape outputs (model, data, prompt, checks, generation) must match the first session's.
@@ -22,7 +23,7 @@ from facial_r1.lineage import find_latest_export
 from facial_r1.models.adapter import SamplingParams
 from facial_r1.synthesis.engine import Checker, GenerationStats, Outcome, make_checker, synthesize_batch
 from facial_r1.synthesis.rounds import trained_round
-from facial_r1.synthesis.store import RunStore, read_manifest, sample_key
+from facial_r1.synthesis.store import ACCEPTANCE, RunStore, acceptance_table, read_manifest, sample_key
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,9 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
                 bar.set_postfix(accept=f"{store.tally.acceptance_rate or 0:.1%}", tok_s=f"{_rate(stats):.0f}")
         bar.close()
         write_manifest("complete")
+        table = acceptance_table(store.tally.to_dict())
+        (run_dir / ACCEPTANCE).write_text(table)
+        log.info("acceptance per class and attempt (%s):\n%s", run_dir / ACCEPTANCE, table)
         review = cfg.get("review") or {}
         write_review_html(run_dir, max_rows=review.get("max_rows"), thumbnail=int(review.get("thumbnail", 160)),
                           images=str(review.get("images", "embed")))  # fmt: skip

@@ -30,6 +30,7 @@ from facial_r1.synthesis.checks import CHECKS
 log = logging.getLogger(__name__)
 
 ACCEPTED, REJECTED, MANIFEST, LOCK = "accepted.jsonl", "rejected.jsonl", "manifest.json", "synthesis.lock"
+ACCEPTANCE = "acceptance.md"  # the acceptance table per class and attempt, written when a run completes
 
 
 def sample_key(record: dict[str, Any]) -> str:
@@ -95,6 +96,7 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         return {}  # written atomically, so someone edited it; the counts are rebuilt from the files anyway
 
 
+NO_LABEL = "(no label)"  # the class of an AU-only sample in the per-class counts
 UNREADABLE = "unreadable_input"  # the rejection reason of a sample whose image did not load (never checked)
 
 
@@ -112,6 +114,13 @@ class Tally:
     * ``accepted_consistency_rate``: the share of accepted samples whose reasoning concludes the emotion they
       answer (the evaluation's ``consistency_rate`` over the accepted data); 1.0 whenever ``consistency`` gates.
 
+    Per class (the first gold label; ``(no label)`` for AU-only samples) and per attempt:
+
+    * ``per_class_acceptance``: accepted / finished of each class.
+    * ``accepted_per_class_attempt``: accepted samples of each class by the attempt that passed (1 = the first,
+      ground-truth-conditioned answer; k > 1 = after k - 1 reflections).
+    * ``rescued_by_reflection``: accepted samples that failed their first attempt (attempt > 1), overall.
+
     Rows written before a check existed lack its flag and count nowhere for it (nor in the rate); rows without
     ``rejected_by`` (older runs) are read as rejected by every check they failed.
     """
@@ -122,6 +131,7 @@ class Tally:
         self.per_dataset: dict[str, Counter] = defaultdict(Counter)
         self.per_class: dict[str, Counter] = defaultdict(Counter)
         self.accepted_per_attempt: Counter = Counter()
+        self.accepted_per_class_attempt: dict[str, Counter] = defaultdict(Counter)
         self.failed_checks: Counter = Counter()
         self.rejected_by: Counter = Counter()
         self.rejected_only_by: Counter = Counter()
@@ -134,10 +144,12 @@ class Tally:
         failed = list(checks.get("failed") or [])
         verdict = "accepted" if accepted else "rejected"
         self.per_dataset[str(row.get("dataset"))][verdict] += 1
-        self.per_class[row["labels"][0] if row.get("labels") else "(no label)"][verdict] += 1
+        label = row["labels"][0] if row.get("labels") else NO_LABEL
+        self.per_class[label][verdict] += 1
         if accepted:
             self.accepted += 1
             self.accepted_per_attempt[int(info.get("attempt", 0))] += 1
+            self.accepted_per_class_attempt[label][int(info.get("attempt", 0))] += 1
             self.accepted_failed.update(failed)
             if isinstance(checks.get("consistency"), bool):
                 self.accepted_consistency[checks["consistency"]] += 1
@@ -167,6 +179,14 @@ class Tally:
             "per_dataset": {k: dict(v) for k, v in sorted(self.per_dataset.items())},
             "per_class": {k: dict(v) for k, v in sorted(self.per_class.items())},
             "accepted_per_attempt": {str(k): v for k, v in sorted(self.accepted_per_attempt.items())},
+            "per_class_acceptance": {
+                k: v["accepted"] / (v["accepted"] + v["rejected"]) for k, v in sorted(self.per_class.items())
+            },
+            "accepted_per_class_attempt": {
+                k: {str(a): n for a, n in sorted(v.items())}
+                for k, v in sorted(self.accepted_per_class_attempt.items())
+            },
+            "rescued_by_reflection": sum(n for a, n in self.accepted_per_attempt.items() if a > 1),
             "rejected_failed_checks": dict(sorted(self.failed_checks.items())),
             "rejected_by_check": _per_check(self.rejected_by),
             "rejected_only_by": _per_check(self.rejected_only_by),
@@ -177,6 +197,34 @@ class Tally:
                 else None
             ),
         }
+
+
+def acceptance_table(counts: dict[str, Any]) -> str:
+    """Markdown table of a run's acceptance per class and per attempt (``Tally.to_dict()`` / manifest ``counts``).
+
+    One row per class and a total row: finished, accepted, the rate, then the accepted samples by the attempt that
+    passed (``attempt 1`` = first answer, ``attempt k`` = after k - 1 reflections) and how many reflection rescued.
+    """
+    per_class = counts.get("per_class") or {}
+    by_attempt = counts.get("accepted_per_class_attempt") or {}
+    attempts = sorted({int(a) for v in by_attempt.values() for a in v} | {1})
+    head = ["class", "finished", "accepted", "acceptance", *(f"attempt {a}" for a in attempts), "rescued"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, finished: int, accepted: int, per_attempt: dict[str, int]) -> str:
+        rate = f"{accepted / finished:.3f}" if finished else "-"
+        cells = [str(per_attempt.get(str(a), 0)) for a in attempts]
+        rescued = sum(n for a, n in per_attempt.items() if int(a) > 1)
+        return "| " + " | ".join([name, str(finished), str(accepted), rate, *cells, str(rescued)]) + " |"
+
+    for name, verdicts in per_class.items():
+        accepted = int(verdicts.get("accepted", 0))
+        lines.append(
+            row(name, accepted + int(verdicts.get("rejected", 0)), accepted, by_attempt.get(name, {}))
+        )
+    total = {str(a): n for a, n in (counts.get("accepted_per_attempt") or {}).items()}
+    lines.append(row("**all**", int(counts.get("finished", 0)), int(counts.get("accepted", 0)), total))
+    return "\n".join(lines) + "\n"
 
 
 def _per_check(counter: Counter) -> dict[str, int]:

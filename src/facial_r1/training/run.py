@@ -182,7 +182,13 @@ def _build_stage(cfg, adapter, prompt, reward, splits):
 
         teacher = instantiate(cfg.teacher)
         n = stage.num_samples if stage.num_samples == "all" else int(stage.num_samples)
-        train_records = build_sft_records(splits["train"], n, seed=int(stage.seed), teacher=teacher)
+        train_records = build_sft_records(
+            splits["train"],
+            n,
+            seed=int(stage.seed),
+            teacher=teacher,
+            instruction_rows=stage.get("instruction_rows"),
+        )
         module = module_factory(**common)
         batch_size = int(stage.batch_size)
     else:

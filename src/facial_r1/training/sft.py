@@ -14,7 +14,7 @@ from facial_r1.training.base import StageModule
 class SFTModule(StageModule):
     def training_step(self, batch: dict[str, list], batch_idx: int) -> torch.Tensor:
         records, images = batch["records"], batch["images"]
-        texts = [self.prompt.user_text(r) for r in records]
+        texts = [self.prompt.sft_text(r) for r in records]  # user prompt, or an instruction row's
         encoded = self.adapter.encode_sft(images, texts, [r["description"] for r in records]).to(self.device)
         loss, num_tokens = self.adapter.sft_loss(encoded)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(records))

@@ -217,20 +217,61 @@ class TemplateTeacher:
 
 
 def build_sft_records(
-    records: Sequence[dict[str, Any]], n: int | Literal["all"], seed: int = 0, teacher: Any = None
+    records: Sequence[dict[str, Any]],
+    n: int | Literal["all"],
+    seed: int = 0,
+    teacher: Any = None,
+    instruction_rows: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Pick ``n`` records that carry both AUs (possibly ``[]``) and an emotion (or compound) label, and set their
-    ``description``.
+    """Pick ``n`` SFT records and set their ``description``; optionally add instruction rows.
 
-    Selection is a seeded random sample (``"all"`` = every eligible record), returned in the input order; asking for
-    more than exist raises. ``teacher`` is anything with ``describe(record) -> str | None`` (its ``describe_many`` is used when it has one;
-    default: a clean :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher skipping invalid output)
-    are dropped with a warning. Inputs are not modified.
+    Eligible: records carrying both AUs (possibly ``[]``) and an emotion (or compound) label, plus - a partial-label
+    row, AU-only or emotion-only - records that already carry their own ``description`` (synthesised rows whose
+    annotated part passed the checks, see ``synthesis/rounds.py``): their text trains the SFT loss like any other
+    row, whereas a teacher would have to invent the missing half. Selection is a seeded random sample (``"all"`` =
+    every eligible record, see :func:`select_sft_records`), returned in the input order; asking for more than exist
+    raises. ``teacher`` is anything with ``describe(record) -> str | None`` (its ``describe_many`` is used when it has
+    one; default: a clean :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher
+    skipping invalid output) are dropped with a warning. ``instruction_rows`` (``{synthesis: f, reflection: f}``)
+    appends synthesis- and reflection-prompt copies of that fraction of the teacher-written rows
+    (:mod:`facial_r1.data.teachers.instructions`). Inputs are not modified.
+    """
+    from facial_r1.data.teachers.instructions import instruction_rows as make_instruction_rows
+
+    picked = select_sft_records(records, n, seed)
+    teacher = teacher if teacher is not None else TemplateTeacher(seed=seed)
+    # describe_many where a teacher has it: an API teacher keeps many requests in flight instead of one at a time.
+    if hasattr(teacher, "describe_many"):
+        descriptions = teacher.describe_many(picked, progress=False)
+    else:
+        descriptions = [teacher.describe(r) for r in picked]
+    out = [{**r, "description": d} for r, d in zip(picked, descriptions, strict=True) if d is not None]
+    if len(out) < len(picked):
+        log.warning(
+            "teacher gave no valid description for %d of %d records", len(picked) - len(out), len(picked)
+        )
+    extra = make_instruction_rows(out, instruction_rows, seed=seed) if instruction_rows else []
+    log.info("SFT set: %s", sft_set_summary([*out, *extra]))
+    return out + extra
+
+
+def _has_both(record: dict[str, Any]) -> bool:
+    return record.get("AUs") is not None and bool(record.get("labels") or record.get("compound"))
+
+
+def select_sft_records(
+    records: Sequence[dict[str, Any]], n: int | Literal["all"], seed: int = 0
+) -> list[dict[str, Any]]:
+    """The records :func:`build_sft_records` describes (its docstring), in input order.
+
+    For records without descriptions (every dataset split) the choice depends only on ``(records, n, seed)``: the
+    round's SFT data (``dataset=synth`` with ``keep_sft``) calls this with SFT-300's arguments to keep the same 300.
     """
     eligible = [
         i
         for i, r in enumerate(records)
-        if r.get("AUs") is not None and (r.get("labels") or r.get("compound"))
+        if _has_both(r)
+        or (r.get("description") and (r.get("AUs") is not None or r.get("labels") or r.get("compound")))
     ]
     if n == "all":
         chosen = eligible
@@ -238,19 +279,27 @@ def build_sft_records(
         chosen = sorted(random.Random(seed).sample(eligible, n))
     else:
         raise ValueError(f"asked for {n!r} SFT records but only {len(eligible)} have both AUs and a label")
-    teacher = teacher if teacher is not None else TemplateTeacher(seed=seed)
-    picked = [records[i] for i in chosen]
-    # describe_many where a teacher has it: an API teacher keeps many requests in flight instead of one at a time.
-    if hasattr(teacher, "describe_many"):
-        descriptions = teacher.describe_many(picked, progress=False)
-    else:
-        descriptions = [teacher.describe(r) for r in picked]
-    out = [{**r, "description": d} for r, d in zip(picked, descriptions, strict=True) if d is not None]
-    if len(out) < len(chosen):
-        log.warning(
-            "teacher gave no valid description for %d of %d records", len(chosen) - len(out), len(chosen)
-        )
-    return out
+    return [records[i] for i in chosen]
+
+
+def sft_set_summary(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Counts of an SFT set by kind of row: what a run trains on, logged so no row kind goes missing unnoticed."""
+    counts = {"rows": len(rows), "both_labels": 0, "au_only": 0, "emotion_only": 0, "synthesised": 0}
+    for row in rows:
+        meta = row.get("meta_info") or {}
+        spec = meta.get("sft_prompt")
+        if spec:
+            key = f"{spec['kind']}_prompt"
+            counts[key] = counts.get(key, 0) + 1
+            continue
+        counts["synthesised"] += bool(meta.get("synthesis"))
+        if _has_both(row):
+            counts["both_labels"] += 1
+        elif row.get("AUs") is not None:
+            counts["au_only"] += 1
+        else:
+            counts["emotion_only"] += 1
+    return counts
 
 
 # The prompts whose text trains the tiny model's tokenizer. Frozen on purpose: the corpus is part of the tiny model's
