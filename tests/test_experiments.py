@@ -181,8 +181,13 @@ def test_a_real_checkpoint_preset_alone_gets_the_published_settings(cfg_for_trai
 
 def test_grpo_module_reads_the_recipe_through_interpolations(cfg_for_train, make_adapter):
     """stage.objective.max_completion_length is `${recipe.grpo...}`: the module must resolve it, not keep the string."""
+    from hydra.utils import instantiate
+
     from facial_r1.training.grpo import GRPOModule
 
     cfg = cfg_for_train("stage=grpo", "model.tiny.warm_start_steps=0")
-    module = GRPOModule(make_adapter(), object(), object(), cfg.stage)
+    module = instantiate(cfg.stage.module)(
+        adapter=make_adapter(), prompt=object(), stage=cfg.stage, reward=object()
+    )
+    assert isinstance(module, GRPOModule)  # stage.module builds the stage's class
     assert module.cfg.max_completion_length == 96 and module.micro_batch_size is None
