@@ -370,13 +370,14 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
     B, G, M = args.B, args.G, args.max_new_tokens
     data = synth_prompts(B * args.steps, args.prompt)
     rollouts: list[tuple[float, int]] = []
+    build_module = instantiate(
+        cfg.stage.module
+    )  # the stage's class with its config-built optimizer and schedule
     if row == "sft":
-        from facial_r1.training.sft import SFTModule
-
         target = target_text(adapter.tokenizer, M)
         target_tokens = len(adapter.tokenizer(target + adapter.tokenizer.eos_token)["input_ids"])
         records = [{**r, "description": target} for r in data.records]
-        module = SFTModule(adapter, prompt, cfg.stage, reward=reward, val_records=[])
+        module = build_module(adapter=adapter, prompt=prompt, stage=cfg.stage, reward=reward)
         # G micro-batches of B faces per optimizer step (faces reused across a step's micro-batches)
         batches = [
             {"records": records[s * B : s * B + B], "images": data.images[s * B : s * B + B]}
@@ -389,8 +390,6 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
         }
         tokens_per_step = B * G * target_tokens
     else:
-        from facial_r1.training.grpo import GRPOModule
-
         engine = instantiate(cfg.rollout, policy=adapter)  # before seeding: in-process vLLM seeds the RNGs
         # Equal lengths: no engine may sample a stop token (nor an id past the tokenizer, which a full-size
         # vocabulary has), so every completion is max_new_tokens long.
@@ -399,8 +398,13 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
             stop, vocab = set(adapter.stop_ids), len(adapter.tokenizer)
             engine.allowed_ids = [i for i in engine.allowed_ids if i not in stop and i < vocab]
         engine.generate = timed(engine.generate, rollouts)
-        module = GRPOModule(
-            adapter, prompt, reward, cfg.stage, val_records=[], resample_records=data.records, engine=engine
+        module = build_module(
+            adapter=adapter,
+            prompt=prompt,
+            stage=cfg.stage,
+            reward=reward,
+            resample_records=data.records,
+            engine=engine,
         )
         batches = [
             {"records": data.records[s * B : s * B + B], "images": data.images[s * B : s * B + B]}

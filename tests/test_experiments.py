@@ -140,7 +140,6 @@ def test_every_experiment_trains_the_stage_it_names(tmp_path, tiny_model_dir, su
         "dataset.runs=[]",
         f"dataset.files=[{accepted}]",
         "stage.num_samples=all",
-        "dataset.keep_sft=8",  # SFT-300's teacher rows at this budget's size (SFT_BUDGET)
     )
     train("sft300_grpo_synth", *tiny, f"model.init_from={ran['pipeline_round2_sft'] / 'model'}")
     affect = train("sft300_affect", *tiny)
@@ -184,8 +183,11 @@ def test_grpo_module_reads_the_recipe_through_interpolations(cfg_for_train, make
     """stage.objective.max_completion_length is `${recipe.grpo...}`: the module must resolve it, not keep the string."""
     from hydra.utils import instantiate
 
+    from facial_r1.training.grpo import GRPOModule
+
     cfg = cfg_for_train("stage=grpo", "model.tiny.warm_start_steps=0")
     module = instantiate(cfg.stage.module)(
         adapter=make_adapter(), prompt=object(), stage=cfg.stage, reward=object()
     )
+    assert isinstance(module, GRPOModule)  # stage.module builds the stage's class
     assert module.cfg.max_completion_length == 96 and module.micro_batch_size is None
