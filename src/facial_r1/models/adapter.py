@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,8 +67,6 @@ class Rollout:
     logprobs: torch.Tensor  # [N, T] float, sampling-time log-probs under the temperature-scaled policy
     truncated: torch.Tensor  # [N] bool, no stop token within max_new_tokens
     texts: list[str]  # decoded completions (special tokens removed)
-    seconds: float = 0.0
-    stats: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_tokens(self) -> int:

@@ -398,10 +398,6 @@ class Policy:
         full = self.family.append_completions(self.base_model, rows, completion_ids[:, :-1])
         return [model(**full, use_cache=False, logits_to_keep=T).logits]
 
-    # ------------------------------------------------------------------ text
-    def decode(self, ids: torch.Tensor) -> list[str]:
-        return self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-
     # ------------------------------------------------------------------ export
     def merged_state_items(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The current weights under the base model's names (LoRA merged), for a rollout engine's weight sync."""

@@ -9,7 +9,7 @@ tokenizer (``models/tokenizer.py``) and the vision warm start (``models/warmstar
 Default size (``TinySpec()``): text 128 wide x 2 layers, vision 64 wide x 2 layers, patch 14 / merge 2 (a 112 px face
 is 16 image tokens), ~0.75 M parameters. Its vision tower is warm-started on SynthFACS faces of a separate
 ``pretrain`` split (``models/warmstart.py``), standing in for the pretrained tower of a real checkpoint; the language
-model stays random. The prototype in ``shared/reference/prototype.md`` found this size learns
+model stays random. The project's prototype runs found this size learns
 procedural faces fastest on 2 CPU cores; 2.6x wider learned slower within a minutes budget.
 
 Qwen3-VL (``family="qwen3_vl"``) at the same widths keeps what transformers implements for it: 16 px patches with a

@@ -5,7 +5,7 @@ A randomly initialised vision tower makes the tiny model learn language long bef
 produces useful visual features. To make the embedded model behave like one, the tiny build trains its vision tower
 (and patch merger) for a few hundred steps with a throw-away linear probe that predicts AUs and the emotion from the
 merged image tokens, on SynthFACS faces of a dedicated ``pretrain`` split (identities disjoint from train/val/test).
-The probe is discarded; the language model stays random. ``shared/reference/prototype.md`` found this the biggest
+The probe is discarded; the language model stays random. In the project's prototype runs this was the biggest
 single lever for learning speed on 2 cores.
 """
 

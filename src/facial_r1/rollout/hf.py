@@ -8,8 +8,6 @@ same for every family.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams
@@ -47,7 +45,6 @@ def decode(
 
     model = model or policy.model
     device = policy.device
-    start = time.perf_counter()
     batch = batch.to(device)
     inputs = batch.inputs
     G = params.num_samples
@@ -102,7 +99,6 @@ def decode(
     texts = policy.tokenizer.batch_decode(
         ids * mask.long() + policy.pad_id * (1 - mask.long()), skip_special_tokens=True
     )
-    seconds = time.perf_counter() - start
     rollout = Rollout(
         prompt_index=prompt_index,
         completion_ids=ids,
@@ -110,10 +106,5 @@ def decode(
         logprobs=torch.stack(logps, dim=1) * mask,
         truncated=truncated,
         texts=texts,
-        seconds=seconds,
     )
-    rollout.stats = {
-        "tokens": float(rollout.num_tokens),
-        "tokens_per_s": rollout.num_tokens / max(seconds, 1e-9),
-    }
     return rollout

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -201,7 +200,6 @@ class VLLMEngine:
         """``params.num_samples`` completions per prompt, grouped by ``prompt_index`` (prompt 0's G first)."""
         if not prompts:
             raise ValueError("VLLMEngine.generate: no prompts")
-        start = time.perf_counter()
         G = params.num_samples
         seeds = params.seeds_for(len(prompts)) if params.do_sample else None
         requests, request_params = [], []
@@ -229,7 +227,6 @@ class VLLMEngine:
         texts = self.tokenizer.batch_decode(
             ids * mask.long() + self.pad_id * (1 - mask.long()), skip_special_tokens=True
         )
-        seconds = time.perf_counter() - start
         rollout = Rollout(
             prompt_index=torch.arange(len(prompts)).repeat_interleave(G),
             completion_ids=ids,
@@ -237,12 +234,7 @@ class VLLMEngine:
             logprobs=logprobs,
             truncated=truncated,
             texts=texts,
-            seconds=seconds,
         )
-        rollout.stats = {
-            "tokens": float(rollout.num_tokens),
-            "tokens_per_s": rollout.num_tokens / max(seconds, 1e-9),
-        }
         return rollout
 
     # ------------------------------------------------------------------ weights
