@@ -140,6 +140,7 @@ def test_every_experiment_trains_the_stage_it_names(tmp_path, tiny_model_dir, su
         "dataset.runs=[]",
         f"dataset.files=[{accepted}]",
         "stage.num_samples=all",
+        "dataset.keep_sft=8",  # SFT-300's teacher rows at this budget's size (SFT_BUDGET)
     )
     train("sft300_grpo_synth", *tiny, f"model.init_from={ran['pipeline_round2_sft'] / 'model'}")
     affect = train("sft300_affect", *tiny)
