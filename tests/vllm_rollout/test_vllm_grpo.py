@@ -5,7 +5,8 @@ formed) is trained with ``reward=format_only`` for 30 GRPO steps, every rollout 
 Checked:
 
 - the reward goes up: the last six steps' mean beats the first six's by >= 0.2 (measured 0.40 -> 0.77), and the
-  greedy test format rate of the export beats the SFT export's (measured 0.375 -> 1.0);
+  greedy test format rate of the export does not fall below the SFT export's (measured 0.375 -> 1.0 before the SFT
+  recipe gained instruction rows; since then the SFT export can already be at 1.0);
 - the engine follows the policy after every optimizer step: each step's ``train/rollout/mismatch_kl`` (the k3 KL
   between the engine's sampling log-probs and the trainer's pre-update policy, both float32) stays below
   ``MISMATCH_KL_TOL``; measured 5e-14 - 1.3e-13. Control: an engine left at the SFT weights gives 0.6 (computed
@@ -125,7 +126,8 @@ def test_grpo_through_vllm_raises_the_reward(grpo_run):
     greedy = [
         json.loads((d / "metrics.json").read_text())["format_rate"] for d in (sft_export.parent, run_dir)
     ]
-    assert greedy[1] > greedy[0], f"greedy test format rate SFT -> GRPO: {greedy}"
+    # (the SFT export's greedy rate can already be 1.0 - the sampled reward above is what must rise)
+    assert greedy[1] >= greedy[0], f"greedy test format rate SFT -> GRPO: {greedy}"
 
 
 def test_the_engine_follows_the_policy_after_every_step(grpo_run):
