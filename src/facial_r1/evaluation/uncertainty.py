@@ -25,21 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from facial_r1.evaluation.metrics import HEADLINE_KEYS
 from facial_r1.rewards.base import gold_label
 
 LEVEL = 0.95
 CI_KEY = "ci95"
-# Headline metrics that get an interval (those of metrics.HEADLINE_KEYS; each is a function of the count sums).
-INTERVAL_KEYS = (
-    "emotion_acc",
-    "emotion_uar",
-    "au_f1_macro",
-    "au_f1_micro",
-    "format_rate",
-    "consistency_rate",
-    "au_hallucination_rate",
-    "rouge_l",
-)
+# Every headline metric gets an interval (each is a function of the count sums).
+INTERVAL_KEYS = HEADLINE_KEYS
 
 
 @dataclass(frozen=True)
