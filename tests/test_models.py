@@ -538,7 +538,9 @@ def test_logits_exist_only_at_completion_positions_in_micro_batches(
         batch = adapter.encode_prompts(images, ["What emotion?"] * 2)
         prompt_len = batch.inputs["input_ids"].shape[1]
         assert prompt_len > 1000
-        ids = torch.randint(0, 200, (6, 8))
+        # completions never hold vision tokens (the engines suppress them; one would ask the re-forward for an image)
+        allowed = torch.tensor([i for i in range(200) if i not in set(adapter.suppress_ids)])
+        ids = allowed[torch.randint(0, len(allowed), (6, 8), generator=torch.Generator().manual_seed(0))]
         index = torch.tensor([0, 0, 0, 1, 1, 1])
         with torch.no_grad():
             whole, _ = adapter.completion_logprobs(batch, ids, index)

@@ -301,9 +301,12 @@ def test_published_architectures_load_as_transformers_reads_them(arch, text, vis
 
 
 def test_reduced_depth_keeps_deepstack_inside_both_towers():
-    from facial_r1.models.reduced import _reduce_qwen3_vl, published_config
+    from facial_r1.models.qwen3_vl import Qwen3VLFamily
+    from facial_r1.models.reduced import published_config
 
-    config, model_class, image_processor = _reduce_qwen3_vl(published_config("qwen3_vl_4b"), 2, 4)
+    config, model_class, image_processor = Qwen3VLFamily.reduced_architecture(
+        published_config("qwen3_vl_4b"), 2, 4
+    )
     assert model_class.__name__ == "Qwen3VLForConditionalGeneration"
     assert config.text_config.num_hidden_layers == 2 and config.text_config.hidden_size == 2560
     assert config.vision_config.depth == 4 and list(config.vision_config.deepstack_visual_indexes) == [0, 1]

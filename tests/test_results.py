@@ -254,9 +254,30 @@ def test_read_predictions_and_attach_images(tmp_path):
 
 
 def test_result_columns_are_the_headline_metrics() -> None:
+    from facial_r1.evaluation.affect_metrics import AFFECT_HEADLINE_KEYS
     from facial_r1.evaluation.metrics import HEADLINE_KEYS
 
-    assert (*(k for k in HEADLINE_KEYS if k != "rouge_l"), "judge_score", "wall_time_s") == results.METRICS
+    assert results.AFFECT_METRICS == AFFECT_HEADLINE_KEYS
+    headline = (k for k in HEADLINE_KEYS if k != "rouge_l")
+    assert (*headline, "judge_score", *AFFECT_HEADLINE_KEYS, "wall_time_s") == results.METRICS
+
+
+def test_affect_columns_appear_only_where_some_run_has_them(tmp_path: Path) -> None:
+    make_run(tmp_path / "plain", "a", experiment="sft_300", seed=0, emotion_acc=0.7)
+    affect = {"valence_ccc": 0.61, "arousal_ccc": 0.7, "au_intensity_icc": 0.5, "au_intensity_mae": 0.8}
+    make_run(tmp_path / "affect", "b", experiment="sft300_affect", seed=0, **affect)
+    make_run(tmp_path / "affect", "c", experiment="sft300_affect", seed=1, **{**affect, "valence_ccc": 0.65})
+    rows = results.collect([tmp_path])
+    by_run = {(r["experiment"], r["seed"]): r for r in rows}
+    assert by_run[("sft300_affect", 1)]["valence_ccc"] == 0.65
+    assert by_run[("sft_300", 0)]["valence_ccc"] is None
+    group = next(g for g in results.group_rows(rows) if g["experiment"] == "sft300_affect")
+    assert group["valence_ccc_mean"] == pytest.approx(0.63)
+    assert group["valence_ccc_std"] == pytest.approx(0.028284, abs=1e-5)
+    md = results.to_markdown(rows)
+    assert "V CCC" in md and "AU int. ICC" in md and "0.630 ± 0.028" in md
+    assert "compound acc" not in md  # no run has a compound target
+    assert "V CCC" not in results.to_markdown(results.collect([tmp_path / "plain"]))
 
 
 def _judge(

@@ -42,8 +42,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# The headline metrics of evaluation.metrics.HEADLINE_KEYS but ROUGE-L, plus the LLM judge's score and time. Spelled out rather than imported:
-# importing the evaluation package loads torch (5 s) for this stdlib-only collector; a test keeps the two in step.
+# Beyond the paper (evaluation.affect_metrics.AFFECT_HEADLINE_KEYS): AU intensity, valence/arousal, compound. None
+# for runs whose data or prompt carries no such target; results.md shows a column only where some run has a value.
+AFFECT_METRICS = (
+    "au_intensity_icc",
+    "au_intensity_mae",
+    "valence_ccc",
+    "arousal_ccc",
+    "valence_rmse",
+    "arousal_rmse",
+    "compound_acc",
+    "compound_uar",
+)
+# The headline metrics of evaluation.metrics.HEADLINE_KEYS but ROUGE-L, plus the LLM judge's score, the affect
+# metrics and time. Spelled out rather than imported: importing the evaluation package loads torch (5 s) for this
+# stdlib-only collector; a test keeps them in step.
 METRICS = (
     "emotion_acc",
     "emotion_uar",
@@ -53,6 +66,7 @@ METRICS = (
     "consistency_rate",
     "au_hallucination_rate",
     "judge_score",
+    *AFFECT_METRICS,
     "wall_time_s",
 )
 HEADERS = {  # Markdown column titles
@@ -64,6 +78,14 @@ HEADERS = {  # Markdown column titles
     "consistency_rate": "consistency",
     "au_hallucination_rate": "AU halluc.",
     "judge_score": "judge score",
+    "au_intensity_icc": "AU int. ICC",
+    "au_intensity_mae": "AU int. MAE",
+    "valence_ccc": "V CCC",
+    "arousal_ccc": "A CCC",
+    "valence_rmse": "V RMSE",
+    "arousal_rmse": "A RMSE",
+    "compound_acc": "compound acc",
+    "compound_uar": "compound UAR",
     "wall_time_s": "wall s",
 }
 IDENTITY = (
@@ -301,7 +323,12 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
     lines = ["# Results", ""]
     # The judge column only where some run was judged (most are not); check_one_judge guarantees a single judge.
     judges = sorted({str(r["judge"]) for r in rows if r.get("judge_score") is not None})
-    metrics = [m for m in METRICS if m != "judge_score" or judges]
+    metrics = [
+        m
+        for m in METRICS
+        if (m != "judge_score" or judges)
+        and (m not in AFFECT_METRICS or any(r.get(m) is not None for r in rows))
+    ]
     evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
     if len(evaluated_on) > 1:
         lines += [f"**Not comparable as one table:** runs were evaluated on {', '.join(evaluated_on)}.", ""]

@@ -33,10 +33,11 @@ def test_register_patches_vllm_for_a_torchvision_free_environment():
     assert sum(isinstance(f, vllm_plugin._PilAliasFinder) for f in sys.meta_path) == 1
     from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-    from vllm.model_executor.models import qwen2_5_vl
+    from vllm.model_executor.models import qwen2_5_vl, qwen3_vl
 
     assert smart_resize is pil.smart_resize
-    processor_cls = qwen2_5_vl.Qwen2_5_VLProcessor
-    assert processor_cls.__name__ == "VLLMImageOnlyQwen2_5_VLProcessor"
+    # every family's processor (each family file's vllm_processor), no list in the plugin
+    assert qwen2_5_vl.Qwen2_5_VLProcessor.__name__ == "VLLMImageOnlyQwen2_5_VLProcessor"
+    assert qwen3_vl.Qwen3VLProcessor.__name__ == "VLLMImageOnlyQwen3VLProcessor"
     with pytest.raises(NotImplementedError, match="images only"):
         vllm_plugin.NoVideoProcessor()()

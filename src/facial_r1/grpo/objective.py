@@ -259,30 +259,6 @@ def aggregate_loss(
 # MASKS ------------------------------------------------------------------------------------------------------------
 
 
-def completion_mask(tokens: Tensor, stop_ids: list[int], pad_id: int | None = None) -> tuple[Tensor, Tensor]:
-    """Which completion tokens are real: up to and including the first stop token.
-
-    Args:
-        tokens: [B,T] right-padded completion ids (the prompt excluded).
-        stop_ids: ids that end a completion (Qwen: ``<|im_end|>``, ``<|endoftext|>``).
-        pad_id: padding id. Rows with a stop token ignore it (everything after the stop is masked, so pad_id may
-            itself be a stop id, as Qwen's ``<|endoftext|>`` is: its first occurrence is the stop). In rows without
-            a stop token, pad tokens are masked.
-
-    Returns:
-        mask [B,T] bool; truncated [B] bool (no stop token: the completion hit the length limit). For the
-        ``mask_truncated`` switch, drop those rows with ``drop_sequences(mask, truncated)`` or ``build_loss_mask``.
-    """
-    stops = torch.tensor(stop_ids, dtype=tokens.dtype, device=tokens.device)
-    is_stop = torch.isin(tokens, stops)  # [B,T]
-    has_stop = is_stop.any(-1)
-    first = torch.where(has_stop, is_stop.int().argmax(-1), tokens.shape[-1])  # argmax = first True
-    mask = torch.arange(tokens.shape[-1], device=tokens.device) <= first.unsqueeze(-1)
-    if pad_id is not None:
-        mask &= has_stop.unsqueeze(-1) | (tokens != pad_id)
-    return mask, ~has_stop
-
-
 def drop_sequences(mask: Tensor, drop: Tensor) -> Tensor:
     """mask [B,T] with the rows where drop [B] is True zeroed: they leave the loss and every token count."""
     return mask.bool() & ~drop.bool().unsqueeze(-1)

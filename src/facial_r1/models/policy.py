@@ -24,6 +24,7 @@ from PIL import Image
 
 from facial_r1.models.adapter import PromptBatch, Rollout, SamplingParams, TokenizedSFTBatch
 from facial_r1.models.logprobs import token_entropy_from_logits, token_logprobs_from_logits
+from facial_r1.models.sampling import completion_mask
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def resolve_model_folder(
-    path: str | None, init_from: str | None, tiny: dict | None, cache_dir: str, family: str = "qwen2_5_vl"
-) -> Path:
+def resolve_model_folder(path: str | None, init_from: str | None, tiny: dict | None, cache_dir: str) -> Path:
     """Which folder to load: ``init_from`` (a previous stage's export) > ``path`` > the tiny model built from ``tiny``."""
     if init_from:
         folder = Path(init_from)
@@ -298,10 +297,10 @@ class Policy:
             logits[..., self.vocab_limit :] = value
 
     def completion_mask(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """1 up to and including the first stop token; rows without one are truncated (all generated tokens count)."""
-        is_stop = torch.isin(ids, torch.tensor(self.stop_ids, device=ids.device))
-        after_stop = (is_stop.cumsum(dim=1) - is_stop.long()) > 0
-        return (~after_stop).float(), ~is_stop.any(dim=1)
+        """1 up to and including the first stop token; rows without one are truncated (all generated tokens count:
+        the decode loop pads only after a stop). Float mask [N, T], truncated [N] bool."""
+        mask, truncated = completion_mask(ids, self.stop_ids)
+        return mask.float(), truncated
 
     def generate(
         self, batch: PromptBatch, params: SamplingParams, model: torch.nn.Module | None = None

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from facial_r1.models.adapter import PromptBatch, TokenizedSFTBatch
-from facial_r1.models.processor import load_processor, save_processor
+from facial_r1.models.processor import ImageOnlyQwen2_5_VLProcessor, load_processor, save_processor
 
 # Language-model linear layers only; fullmatch against PEFT's module names.
 LORA_TARGET_REGEX = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -38,6 +39,10 @@ class Qwen25VLFamily:
     model_type = "qwen2_5_vl"  # config.json's; the policy refuses a folder of another family
     lora_target_regex = LORA_TARGET_REGEX
     vision_tokens = VISION_TOKENS
+    # The image-only processor, and the vLLM model module + processor name its plugin replaces with it
+    # (facial_r1.rollout.vllm_plugin: vLLM builds that processor itself, and it needs torchvision).
+    image_only_processor = ImageOnlyQwen2_5_VLProcessor
+    vllm_processor = ("vllm.model_executor.models.qwen2_5_vl", "Qwen2_5_VLProcessor")
 
     def __init__(self, system_prompt: str | None = None):
         self.system_prompt = system_prompt
@@ -158,6 +163,69 @@ class Qwen25VLFamily:
     def select_prompts(inputs: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
         return expand_prompt_inputs(inputs, index)
 
+    # ------------------------------------------------------------------ builds from config (no download)
+    @staticmethod
+    def tiny_architecture(spec, text_config: dict, token_ids: dict[str, int]):
+        """Config, model class and image processor of the tiny Qwen2.5-VL (:mod:`facial_r1.models.tiny`):
+        ``text_config`` holds the widths, vocabulary and special ids, ``token_ids`` the vision token ids."""
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        # mrope_section splits head_dim/2 rotary frequencies over (temporal, height, width); must sum to head_dim/2.
+        # Same proportions as the 7B model's [16, 24, 24] of 64: a quarter temporal, the rest split height/width.
+        half = (spec.hidden_size // spec.num_heads) // 2
+        spatial = (half - half // 4) // 2
+        mrope = [half - 2 * spatial, spatial, spatial]
+        config = Qwen2_5_VLConfig(
+            text_config={
+                **text_config,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            },
+            vision_config={
+                "depth": spec.vision_depth,
+                "hidden_size": spec.vision_hidden_size,
+                "intermediate_size": spec.vision_intermediate_size,
+                "num_heads": spec.vision_heads,
+                "patch_size": spec.patch_size,
+                "spatial_merge_size": spec.merge_size,
+                "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
+                "window_size": spec.patch_size * spec.merge_size * 4,
+                # the default (7, 15, ...) would leave no full-attention block at depth 2
+                "fullatt_block_indexes": [spec.vision_depth - 1],
+            },
+            **token_ids,
+            tie_word_embeddings=False,
+        )
+        pixels = (spec.processor_image_size or spec.image_size) ** 2
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=pixels, max_pixels=pixels, patch_size=spec.patch_size, merge_size=spec.merge_size
+        )
+        return config, Qwen2_5_VLForConditionalGeneration, image_processor
+
+    @staticmethod
+    def reduced_architecture(config: dict, text_layers: int, vision_depth: int):
+        """The published config (:mod:`facial_r1.models.reduced`) at reduced depth: every other vision block
+        full-attention, the rest windowed, as published."""
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        config["num_hidden_layers"] = text_layers
+        config["max_window_layers"] = text_layers
+        published = config["vision_config"]
+        full_attention = (  # the published layout at full depth; every other block when reduced
+            published["fullatt_block_indexes"]
+            if vision_depth == published["depth"]
+            else list(range(1, vision_depth, 2))
+        )
+        config["vision_config"] = {
+            **published,
+            "depth": vision_depth,
+            "fullatt_block_indexes": full_attention,
+        }
+        # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2
+        )
+        return Qwen2_5_VLConfig(**config), Qwen2_5_VLForConditionalGeneration, image_processor
+
 
 def expand_prompt_inputs(inputs: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Select prompt rows ``index`` (with repeats), moving each row's block of flattened ``pixel_values`` with it.
@@ -176,6 +244,9 @@ def expand_prompt_inputs(inputs: dict[str, torch.Tensor], index: torch.Tensor) -
     if "position_ids" in inputs:
         out["position_ids"] = inputs["position_ids"][:, index]
     return out
+
+
+FAMILY = Qwen25VLFamily  # found by model_type (facial_r1.models.families)
 
 
 def Qwen25VLAdapter(**kwargs):  # noqa: N802 - the class name configs and notebooks used before the split

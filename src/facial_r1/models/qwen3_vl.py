@@ -72,6 +72,8 @@ class Qwen3VLFamily(Qwen25VLFamily):
     (vision blocks + decoder layers; the DeepStack mergers stay with the root) are Qwen2.5-VL's, inherited."""
 
     model_type = "qwen3_vl"
+    image_only_processor = ImageOnlyQwen3VLProcessor
+    vllm_processor = ("vllm.model_executor.models.qwen3_vl", "Qwen3VLProcessor")
 
     def load_processor(
         self, folder: str | Path, min_pixels: int | None = None, max_pixels: int | None = None
@@ -82,3 +84,93 @@ class Qwen3VLFamily(Qwen25VLFamily):
 
     def save_processor(self, path: str | Path) -> None:
         save_processor(self.processor, path, processor_class=STANDARD_PROCESSOR_CLASS)
+
+    # ------------------------------------------------------------------ builds from config (no download)
+    @staticmethod
+    def tiny_architecture(spec, text_config: dict, token_ids: dict[str, int]):
+        """Config, model class and image processor of the tiny Qwen3-VL (fields as in the published config.json).
+
+        What transformers implements for Qwen3-VL is kept at the tiny widths: 16 px patches with a learned,
+        bilinearly resampled position grid, DeepStack (the merged features of the vision blocks in
+        ``spec.deepstack_visual_indexes`` are added to the image positions of the first text layers), interleaved
+        M-RoPE and Qwen3's q/k norms. The image processor resizes to multiples of 32 px, so a 112 px face becomes
+        ``spec.processor_image_size`` = 128 px: 16 image tokens, the vision compute of the Qwen2.5-VL tiny.
+        """
+        from transformers import Qwen3VLForConditionalGeneration
+
+        head_dim = spec.hidden_size // spec.num_heads
+        # The published [24, 20, 20] of head_dim/2 = 64, scaled; transformers interleaves the three (T H W T H W ...).
+        half = head_dim // 2
+        spatial = (half * 20) // 64
+        mrope = [half - 2 * spatial, spatial, spatial]
+        side = spec.processor_image_size or spec.image_size
+        grid = side // spec.patch_size
+        if grid * spec.patch_size != side or grid % spec.merge_size:
+            raise ValueError(
+                f"model.tiny.processor_image_size={side}: must be a multiple of patch_size x merge_size "
+                f"({spec.patch_size * spec.merge_size}) for the family qwen3_vl"
+            )
+        config = Qwen3VLConfig(
+            text_config={
+                **text_config,
+                "head_dim": head_dim,
+                "rope_parameters": {
+                    "rope_type": "default",
+                    "rope_theta": 10000.0,
+                    "mrope_section": mrope,
+                    "mrope_interleaved": True,
+                },
+            },
+            vision_config={
+                "depth": spec.vision_depth,
+                "hidden_size": spec.vision_hidden_size,
+                "intermediate_size": spec.vision_intermediate_size,
+                "num_heads": spec.vision_heads,
+                "patch_size": spec.patch_size,
+                "spatial_merge_size": spec.merge_size,
+                "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
+                # The learned position grid (published: 48 x 48, resampled to each image) sized to the tiny's images.
+                "num_position_embeddings": grid * grid,
+                "deepstack_visual_indexes": list(spec.deepstack_visual_indexes),
+            },
+            **token_ids,
+            tie_word_embeddings=False,
+        )
+        # The published Qwen3-VL preprocessor normalises with mean = std = 0.5 (Qwen2.5-VL: CLIP's statistics).
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=side * side,
+            max_pixels=side * side,
+            patch_size=spec.patch_size,
+            merge_size=spec.merge_size,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        )
+        return config, Qwen3VLForConditionalGeneration, image_processor
+
+    @staticmethod
+    def reduced_architecture(config: dict, text_layers: int, vision_depth: int):
+        """The published config at reduced depth: the DeepStack blocks scaled into the reduced tower (at most one
+        per text layer, since block k's features are added to text layer k)."""
+        from transformers import Qwen3VLForConditionalGeneration
+
+        config["text_config"] = {**config["text_config"], "num_hidden_layers": text_layers}
+        vision = config["vision_config"]
+        deepstack = sorted({i * vision_depth // vision["depth"] for i in vision["deepstack_visual_indexes"]})
+        config["vision_config"] = {
+            **vision,
+            "depth": vision_depth,
+            "deepstack_visual_indexes": deepstack[:text_layers],
+        }
+        # the published image processor settings: 16 px patches, merge 2, mean = std = 0.5, 64 to 16384 tokens
+        image_processor = Qwen2VLImageProcessorPil(
+            min_pixels=65536,
+            max_pixels=16777216,
+            patch_size=16,
+            merge_size=2,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        )
+        return Qwen3VLConfig(**config), Qwen3VLForConditionalGeneration, image_processor
+
+
+FAMILY = Qwen3VLFamily  # found by model_type (facial_r1.models.families)

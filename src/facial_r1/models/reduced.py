@@ -26,7 +26,16 @@ from pathlib import Path
 
 import torch
 
-ARCHITECTURES = ("qwen2_5_vl_3b", "qwen2_5_vl_7b", "qwen3_vl_2b", "qwen3_vl_4b", "qwen3_vl_8b")
+from facial_r1.models.families import family_class
+
+# Every published architecture with a config file here (configs/<arch>.json); a family adds its own files.
+ARCHITECTURES = tuple(
+    sorted(
+        f.name[: -len(".json")]
+        for f in files("facial_r1.models").joinpath("configs").iterdir()
+        if f.name.endswith(".json")
+    )
+)
 
 
 def published_config(arch: str) -> dict:
@@ -34,56 +43,6 @@ def published_config(arch: str) -> dict:
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch={arch!r}: allowed values are {', '.join(ARCHITECTURES)}")
     return json.loads(files("facial_r1.models").joinpath("configs", f"{arch}.json").read_text())
-
-
-def _reduce_qwen2_5_vl(config: dict, text_layers: int, vision_depth: int):
-    """Qwen2.5-VL at reduced depth: every other vision block full-attention, the rest windowed, as published."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    config["num_hidden_layers"] = text_layers
-    config["max_window_layers"] = text_layers
-    published = config["vision_config"]
-    full_attention = (  # the published layout at full depth; every other block when reduced
-        published["fullatt_block_indexes"]
-        if vision_depth == published["depth"]
-        else list(range(1, vision_depth, 2))
-    )
-    config["vision_config"] = {**published, "depth": vision_depth, "fullatt_block_indexes": full_attention}
-    # the published image processor settings: 14 px patches, merge 2, 4 to 16384 tokens per image
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=3136, max_pixels=12845056, patch_size=14, merge_size=2
-    )
-    return Qwen2_5_VLConfig(**config), Qwen2_5_VLForConditionalGeneration, image_processor
-
-
-def _reduce_qwen3_vl(config: dict, text_layers: int, vision_depth: int):
-    """Qwen3-VL at reduced depth: the DeepStack blocks scaled into the reduced tower (at most one per text layer,
-    since block k's features are added to text layer k)."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    config["text_config"] = {**config["text_config"], "num_hidden_layers": text_layers}
-    vision = config["vision_config"]
-    deepstack = sorted({i * vision_depth // vision["depth"] for i in vision["deepstack_visual_indexes"]})
-    config["vision_config"] = {
-        **vision,
-        "depth": vision_depth,
-        "deepstack_visual_indexes": deepstack[:text_layers],
-    }
-    # the published image processor settings: 16 px patches, merge 2, mean = std = 0.5, 64 to 16384 tokens
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=65536,
-        max_pixels=16777216,
-        patch_size=16,
-        merge_size=2,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    return Qwen3VLConfig(**config), Qwen3VLForConditionalGeneration, image_processor
-
-
-_REDUCERS = {"qwen2_5_vl": _reduce_qwen2_5_vl, "qwen3_vl": _reduce_qwen3_vl}
 
 
 def build_reduced_model(
@@ -97,7 +56,7 @@ def build_reduced_model(
     seed: int = 0,
 ) -> Path:
     """Write a ``arch``-wide model with ``text_layers`` decoder layers and ``vision_depth`` vision blocks to
-    ``out_dir`` (the family's block pattern kept, see ``_reduce_*``)."""
+    ``out_dir`` (the family's block pattern kept: its family class's ``reduced_architecture``)."""
     from facial_r1.models.processor import load_processor, read_chat_template
 
     out = Path(out_dir)
@@ -126,7 +85,7 @@ def build_reduced_model(
         raise ValueError(
             f"tokenizer of {tokenizer_dir} has {len(tokenizer)} ids, more than {arch}'s {vocab_size}"
         )
-    hf_config, model_class, image_processor = _REDUCERS[config["model_type"]](
+    hf_config, model_class, image_processor = family_class(config["model_type"]).reduced_architecture(
         config, text_layers, vision_depth
     )
     torch.manual_seed(seed)

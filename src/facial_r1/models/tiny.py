@@ -12,11 +12,10 @@ is 16 image tokens), ~0.75 M parameters. Its vision tower is warm-started on Syn
 model stays random. The project's prototype runs found this size learns
 procedural faces fastest on 2 CPU cores; 2.6x wider learned slower within a minutes budget.
 
-Qwen3-VL (``family="qwen3_vl"``) at the same widths keeps what transformers implements for it: 16 px patches with a
-learned, bilinearly resampled position grid, DeepStack (the merged features of the vision blocks in
-``deepstack_visual_indexes`` are added to the image positions of the first text layers), interleaved M-RoPE and
-Qwen3's q/k norms. Its image processor resizes to multiples of 32 px, so a 112 px face is resized to
-``processor_image_size`` = 128 px: 16 image tokens, the same vision compute (64 patches) as the Qwen2.5-VL tiny.
+The architecture itself (config, model class, image processor) comes from the family file's ``tiny_architecture``
+(``TinySpec.family`` names it, see :mod:`facial_r1.models.families`); this module builds the tokenizer, seeds,
+warm-starts and caches. Qwen3-VL (``family="qwen3_vl"``) at the same widths keeps 16 px patches, DeepStack and
+interleaved M-RoPE (:meth:`facial_r1.models.qwen3_vl.Qwen3VLFamily.tiny_architecture`).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from facial_r1.models.families import family_class, family_names
 from facial_r1.models.tokenizer import CHAT_TEMPLATE, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,11 @@ log = logging.getLogger(__name__)
 BUILD_VERSION = 2  # bump when the build recipe changes, so stale caches are not reused
 
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl")
-
-
 @dataclass(frozen=True)
 class TinySpec:
     """Every number that defines the tiny model (it is part of the cache key, see :func:`cache_key`)."""
 
-    family: str = "qwen2_5_vl"  # architecture: qwen2_5_vl | qwen3_vl
+    family: str = "qwen2_5_vl"  # a model_type with a family file: qwen2_5_vl | qwen3_vl (models/families.py)
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
@@ -76,8 +73,14 @@ class TinySpec:
     deepstack_visual_indexes: tuple[int, ...] = (0,)
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"model.tiny.family={self.family!r}: allowed values are {', '.join(FAMILIES)}")
+        try:
+            family = family_class(self.family)
+        except ValueError:
+            raise ValueError(
+                f"model.tiny.family={self.family!r}: allowed values are {', '.join(family_names())}"
+            ) from None
+        if not hasattr(family, "tiny_architecture"):
+            raise ValueError(f"model.tiny.family={self.family!r}: its family class has no tiny_architecture")
         # Hydra hands lists; a tuple keeps the frozen spec hashable.
         object.__setattr__(self, "deepstack_visual_indexes", tuple(self.deepstack_visual_indexes))
         bad = [i for i in self.deepstack_visual_indexes if not 0 <= i < self.vision_depth]
@@ -123,102 +126,6 @@ def _default_corpus(n: int, seed: int) -> list[str]:
     return tokenizer_corpus(n=n, seed=seed)
 
 
-def _qwen2_5_vl(spec: TinySpec, tokenizer, ids: dict[str, int]):
-    """Config, model class and image processor of the tiny Qwen2.5-VL."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    # mrope_section splits head_dim/2 rotary frequencies over (temporal, height, width); must sum to head_dim/2.
-    # Same proportions as the 7B model's [16, 24, 24] of 64: a quarter temporal, the rest split height/width.
-    half = (spec.hidden_size // spec.num_heads) // 2
-    spatial = (half - half // 4) // 2
-    mrope = [half - 2 * spatial, spatial, spatial]
-    config = Qwen2_5_VLConfig(
-        text_config={
-            **_text_config(spec, tokenizer, ids),
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-        },
-        vision_config={
-            "depth": spec.vision_depth,
-            "hidden_size": spec.vision_hidden_size,
-            "intermediate_size": spec.vision_intermediate_size,
-            "num_heads": spec.vision_heads,
-            "patch_size": spec.patch_size,
-            "spatial_merge_size": spec.merge_size,
-            "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
-            "window_size": spec.patch_size * spec.merge_size * 4,
-            "fullatt_block_indexes": [
-                spec.vision_depth - 1
-            ],  # default (7, 15, ...) would leave none at depth 2
-        },
-        **_vision_token_ids(tokenizer),
-        tie_word_embeddings=False,
-    )
-    pixels = (spec.processor_image_size or spec.image_size) ** 2
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=pixels, max_pixels=pixels, patch_size=spec.patch_size, merge_size=spec.merge_size
-    )
-    return config, Qwen2_5_VLForConditionalGeneration, image_processor
-
-
-def _qwen3_vl(spec: TinySpec, tokenizer, ids: dict[str, int]):
-    """Config, model class and image processor of the tiny Qwen3-VL (fields as in the published config.json)."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    head_dim = spec.hidden_size // spec.num_heads
-    # The published [24, 20, 20] of head_dim/2 = 64, scaled; transformers interleaves the three (T H W T H W ...).
-    half = head_dim // 2
-    spatial = (half * 20) // 64
-    mrope = [half - 2 * spatial, spatial, spatial]
-    side = spec.processor_image_size or spec.image_size
-    grid = side // spec.patch_size
-    if grid * spec.patch_size != side or grid % spec.merge_size:
-        raise ValueError(
-            f"model.tiny.processor_image_size={side}: must be a multiple of patch_size x merge_size "
-            f"({spec.patch_size * spec.merge_size}) for the family qwen3_vl"
-        )
-    config = Qwen3VLConfig(
-        text_config={
-            **_text_config(spec, tokenizer, ids),
-            "head_dim": head_dim,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": mrope,
-                "mrope_interleaved": True,
-            },
-        },
-        vision_config={
-            "depth": spec.vision_depth,
-            "hidden_size": spec.vision_hidden_size,
-            "intermediate_size": spec.vision_intermediate_size,
-            "num_heads": spec.vision_heads,
-            "patch_size": spec.patch_size,
-            "spatial_merge_size": spec.merge_size,
-            "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
-            # The learned position grid (published: 48 x 48, resampled to each image) sized to the tiny's images.
-            "num_position_embeddings": grid * grid,
-            "deepstack_visual_indexes": list(spec.deepstack_visual_indexes),
-        },
-        **_vision_token_ids(tokenizer),
-        tie_word_embeddings=False,
-    )
-    # The published Qwen3-VL preprocessor normalises with mean = std = 0.5 (Qwen2.5-VL: CLIP's statistics).
-    image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=side * side,
-        max_pixels=side * side,
-        patch_size=spec.patch_size,
-        merge_size=spec.merge_size,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    return config, Qwen3VLForConditionalGeneration, image_processor
-
-
-_ARCHITECTURES = {"qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl}
-
-
 def _text_config(spec: TinySpec, tokenizer, ids: dict[str, int]) -> dict:
     return {
         "vocab_size": len(tokenizer),  # not tokenizer.vocab_size, which omits added tokens
@@ -252,7 +159,9 @@ def build_tiny_model(
     texts = (corpus or _default_corpus)(spec.corpus_size, spec.seed)
     tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in ("<|endoftext|>", "<|im_end|>")}
-    config, model_class, image_processor = _ARCHITECTURES[spec.family](spec, tokenizer, ids)
+    config, model_class, image_processor = family_class(spec.family).tiny_architecture(
+        spec, _text_config(spec, tokenizer, ids), _vision_token_ids(tokenizer)
+    )
     torch.manual_seed(spec.seed)
     model = model_class(config)
     if spec.warm_start_steps > 0:

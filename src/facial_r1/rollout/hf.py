@@ -35,6 +35,9 @@ class HFEngine:
     def sync(self, policy) -> None:
         """Nothing to do: this engine samples from the module the optimizer updates."""
 
+    def sleep(self) -> None:
+        """Nothing to free: the engine's memory is the policy's."""
+
 
 @torch.no_grad()
 def decode(

@@ -25,9 +25,10 @@ class RolloutEngine(Protocol):
 
     ``generate`` takes raw prompts (chat text + image) and returns a :class:`~facial_r1.models.adapter.Rollout`
     whose ``logprobs`` are the sampling-time log-probs under the temperature-scaled policy; ``sync`` is called after
-    every optimizer step so the engine samples from the updated policy. ``encoded`` is the same prompts encoded by the
-    policy, when the caller has them (an engine that samples with the policy's own module reuses them; others ignore
-    it).
+    every optimizer step so the engine samples from the updated policy; ``sleep`` is called when a training step's
+    rollouts are done, so an engine that holds accelerator memory can free it for the update (``sync`` or the next
+    ``generate`` wakes it). ``encoded`` is the same prompts encoded by the policy, when the caller has them (an engine
+    that samples with the policy's own module reuses them; others ignore it).
 
     ``exact_policy_logprobs`` (optional, default False): True when the engine's log-probs are computed by the
     trainer's own module and kernels, so GRPO's ``rollout_correction=auto`` needs no importance sampling correction.
@@ -36,6 +37,8 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: list[RolloutPrompt], params: SamplingParams, encoded=None) -> Rollout: ...
 
     def sync(self, policy) -> None: ...
+
+    def sleep(self) -> None: ...
 
 
 def rollout_prompts(policy, images: list[Image.Image], texts: list[str]) -> list[RolloutPrompt]:

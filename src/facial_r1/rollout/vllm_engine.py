@@ -111,6 +111,7 @@ class VLLMEngine:
         enforce_eager: bool = True,
         kv_cache_gib: float | None = 1.0,
         seed: int = 0,
+        sleep_level: int = 0,
         **llm_kwargs: Any,
     ):
         """
@@ -122,8 +123,12 @@ class VLLMEngine:
             enforce_eager: no CUDA graphs / compilation (fast start; CUDA graphs speed up decoding on a GPU).
             kv_cache_gib: KV cache size in GiB; None = what ``gpu_memory_utilization`` leaves.
             seed: vLLM's global seed (only draws without a per-prompt seed use it).
+            sleep_level: free the engine's GPU memory while the trainer updates (vLLM's sleep mode; GPU only).
+                0 = never; 1 = after a step's rollouts, weights offloaded to host memory and the KV cache dropped;
+                2 = weights dropped as well (the cheapest: ``sync`` loads the new ones anyway, so ``generate`` after a
+                level-2 sleep needs a ``sync`` first). ``sync`` wakes the weights, loads, then wakes the KV cache.
             llm_kwargs: anything else ``vllm.LLM`` takes (``dtype``, default bf16 on a GPU and float32 on a CPU like the
-                policy; ``mm_processor_kwargs``; ``enable_sleep_mode``).
+                policy; ``mm_processor_kwargs``).
         """
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -156,6 +161,20 @@ class VLLMEngine:
             kwargs["enable_chunked_prefill"] = False
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"rollout.sleep_level={sleep_level!r}: allowed values are 0 (off), 1 and 2")
+        if sleep_level:
+            from vllm.platforms import current_platform
+
+            if not current_platform.is_sleep_mode_available():
+                raise ValueError(
+                    f"rollout.sleep_level={sleep_level}: vLLM's sleep mode needs a GPU (CUDA/ROCm/XPU); this "
+                    f"platform is {current_platform.device_type!r}: set rollout.sleep_level=0"
+                )
+            kwargs["enable_sleep_mode"] = True
+        self.sleep_level = sleep_level
+        self.asleep = False  # between sleep() and the wake in sync()/generate()
+        self.weights_dropped = False  # a level-2 sleep discarded the weights; only a sync brings them back
         kwargs.update(llm_kwargs)
         # In-process engine core: ``sync`` hands tensors to the model runner directly (a multiprocess engine would
         # need the weights written to a shared folder first).
@@ -198,6 +217,7 @@ class VLLMEngine:
     @torch.no_grad()
     def generate(self, prompts: list[RolloutPrompt], params: SamplingParams, encoded=None) -> Rollout:
         """``params.num_samples`` completions per prompt, grouped by ``prompt_index`` (prompt 0's G first)."""
+        self.wake_up()
         if not prompts:
             raise ValueError("VLLMEngine.generate: no prompts")
         G = params.num_samples
@@ -237,6 +257,27 @@ class VLLMEngine:
         )
         return rollout
 
+    # ------------------------------------------------------------------ memory (sleep mode)
+    def sleep(self) -> None:
+        """After a training step's rollouts: free the GPU memory (``sleep_level``; nothing at 0, or if asleep)."""
+        if self.sleep_level == 0 or self.asleep:
+            return
+        self.llm.sleep(level=self.sleep_level)
+        self.asleep = True
+        self.weights_dropped = self.sleep_level >= 2
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-allocate what ``sleep`` freed (``tags``: "weights" and/or "kv_cache"; None = both). Waking dropped
+        weights is only allowed on the way to loading new ones (``load_weights``)."""
+        if not self.asleep:
+            return
+        if self.weights_dropped and (tags is None or "kv_cache" in tags):
+            raise RuntimeError(
+                "VLLMEngine: rollout.sleep_level=2 dropped the weights; sync(policy) must load them before generate"
+            )
+        if self.llm.wake_up(tags):
+            self.asleep = False
+
     # ------------------------------------------------------------------ weights
     @torch.no_grad()
     def sync(self, policy) -> None:
@@ -251,7 +292,12 @@ class VLLMEngine:
         (prompt KV blocks; stale blocks would be silently reused for any prompt sharing a prefix with an earlier one).
         """
         weights = ((name, tensor.detach()) for name, tensor in named_tensors)
+        # Asleep: weights first, the KV cache after them, so the two never peak together (as TRL's colocate mode).
+        if self.asleep:
+            self.llm.wake_up(["weights"])
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.weights_dropped = False
+        self.wake_up(["kv_cache"])
         self.llm.llm_engine.reset_encoder_cache()
         if not self.llm.reset_prefix_cache():
             raise RuntimeError(

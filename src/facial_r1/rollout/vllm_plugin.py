@@ -1,4 +1,4 @@
-"""vLLM plugin (entry point ``vllm.general_plugins: facial_r1``): runs Qwen2.5-VL in vLLM without torchvision.
+"""vLLM plugin (entry point ``vllm.general_plugins: facial_r1``): runs the project's families in vLLM without torchvision.
 
 vLLM loads general plugins in every process it starts (the engine core, the model inspection subprocess), so the
 patches below reach all of them; importing ``facial_r1`` alone changes nothing. They apply only where torchvision
@@ -8,10 +8,12 @@ beside the CPU torch); with a working torchvision vLLM runs unpatched.
 1. vLLM's ``qwen2_vl`` model code imports ``smart_resize`` from
    ``transformers.models.qwen2_vl.image_processing_qwen2_vl``, the torchvision image processor module. An import
    hook serves that module name from the PIL backend module, which defines the same ``smart_resize``.
-2. vLLM builds ``Qwen2_5_VLProcessor.from_pretrained(folder)`` itself (whatever the folder's ``processor_class``),
-   and every video processor imports torchvision. The class it names is replaced by an image-only processor (the
-   project's, see :mod:`facial_r1.models.processor`) carrying a video-processor stand-in, because vLLM reads
-   ``processor.video_processor.valid_kwargs`` when it lists the kwargs a model accepts. Videos are then refused.
+2. vLLM builds the family's processor itself (``Qwen2_5_VLProcessor`` / ``Qwen3VLProcessor``, whatever the folder's
+   ``processor_class``), and every video processor imports torchvision. For every family
+   (:func:`facial_r1.models.families.family_names`) the class its vLLM model module names (the family's
+   ``vllm_processor``) is replaced by the family's image-only processor carrying a video-processor stand-in, because
+   vLLM reads ``processor.video_processor.valid_kwargs`` when it lists the kwargs a model accepts. Videos are then
+   refused.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ log = logging.getLogger(__name__)
 
 TORCHVISION_MODULE = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
 PIL_MODULE = "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl"
-# vLLM module -> the processor class name it passes to ``ctx.get_hf_processor``; extend for another family.
-PROCESSOR_SUBSTITUTIONS = {"vllm.model_executor.models.qwen2_5_vl": "Qwen2_5_VLProcessor"}
 
 
 def register() -> None:
@@ -73,36 +73,57 @@ class NoVideoKwargs(TypedDict, total=False):
 
 
 class NoVideoProcessor:
-    """Stands in for the torchvision-only video processor; any use other than listing its kwargs is an error."""
+    """Stands in for the torchvision-only video processor; any use other than listing its kwargs or sizing the
+    (zero) video budget is an error. vLLM sizes that budget from ``size`` and ``temporal_patch_size`` even with
+    ``limit_mm_per_prompt={"video": 0}`` (Qwen3-VL), so they mirror the image processor's."""
 
     valid_kwargs = NoVideoKwargs
 
+    def __init__(self, image_processor=None):
+        self.size = dict(getattr(image_processor, "size", None) or {})
+        self.temporal_patch_size = getattr(image_processor, "temporal_patch_size", None) or 2
+
     def __call__(self, *args, **kwargs):
         raise NotImplementedError(
-            "facial_r1's vLLM plugin serves Qwen2.5-VL for images only: video inputs need torchvision, which this "
+            "facial_r1's vLLM plugin serves the model for images only: video inputs need torchvision, which this "
             "environment lacks (see scripts/setup_vllm_env.sh)"
         )
 
 
-def _image_only_processor_class() -> type:
-    from facial_r1.models.processor import ImageOnlyQwen2_5_VLProcessor
+def _vllm_processor_class(image_only: type) -> type:
+    """``image_only`` (a family's image-only processor) plus the video-processor stand-in vLLM inspects."""
 
-    class VLLMImageOnlyQwen2_5_VLProcessor(ImageOnlyQwen2_5_VLProcessor):  # noqa: N801 - transformers naming
-        """``ImageOnlyQwen2_5_VLProcessor`` plus the video-processor stand-in vLLM inspects."""
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        image_only.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self.video_processor = NoVideoProcessor(self.image_processor)
 
-        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
-            self.video_processor = NoVideoProcessor()
+    return type(f"VLLM{image_only.__name__}", (image_only,), {"__init__": __init__})
 
-    return VLLMImageOnlyQwen2_5_VLProcessor
+
+def processor_substitutions() -> dict[tuple[str, str], type]:
+    """(vLLM model module, processor class name it passes to ``ctx.get_hf_processor``) -> the image-only class, for
+    every family that declares ``vllm_processor``."""
+    from facial_r1.models.families import family_class, family_names
+
+    out = {}
+    for name in family_names():
+        family = family_class(name)
+        target = getattr(family, "vllm_processor", None)
+        if target is not None:
+            out[tuple(target)] = _vllm_processor_class(family.image_only_processor)
+    return out
 
 
 def substitute_processors() -> None:
-    """Point each vLLM model module's processor class at the image-only one (imports those modules)."""
-    replacement = _image_only_processor_class()
-    for module_name, attribute in PROCESSOR_SUBSTITUTIONS.items():
+    """Point each family's vLLM model module at its image-only processor (imports those modules)."""
+    for (module_name, attribute), replacement in processor_substitutions().items():
         install_pil_alias()  # the model module imports smart_resize at import time
-        module = importlib.import_module(module_name)
-        if getattr(module, attribute) is not replacement:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:  # this vLLM has no such model: nothing to serve, nothing to patch
+            log.debug("facial_r1 vLLM plugin: %s not in this vLLM", module_name)
+            continue
+        current = getattr(module, attribute)
+        if current.__name__ != replacement.__name__:  # once per process (classes are rebuilt per call)
             setattr(module, attribute, replacement)
             log.debug("facial_r1 vLLM plugin: %s.%s -> image-only processor", module_name, attribute)

@@ -102,6 +102,7 @@ class GRPOModule(StageModule):
         t0 = time.perf_counter()
         step = self.global_step  # the optimizer step that drew this rollout (before the update below)
         scored = self.rollout_and_score(batch["records"], batch["images"])  # 1-2. rollout, score
+        self.engine.sleep()  # rollout.sleep_level: a vLLM engine frees its GPU memory until the sync below
         t1 = time.perf_counter()
         ro = scored.rollout
         advantages, adv_stats = self.advantages(scored.rewards, ro.prompt_index)  # 3. advantages

@@ -142,13 +142,13 @@ class AffectNetSource(Source):
     def _parse_npy(self, row: Row) -> dict[str, Any] | Drop:
         _, set_name, stem = row.data
         annotations = Path(row.file).parent
-        expression = _npy_number(Path(row.file), row)
+        expression = _npy_number(Path(row.file))
         if expression != int(expression):
             raise SampleError("malformed_line", f"expression {expression} is not an integer", row.file)
         values = {}
         for key, suffix in (("valence", "_val.npy"), ("arousal", "_aro.npy")):
             path = annotations / f"{stem}{suffix}"
-            values[key] = _npy_number(path, row) if path.is_file() else None
+            values[key] = _npy_number(path) if path.is_file() else None
         drop = self._exclusion(int(expression), row)
         if drop is not None:
             return drop
@@ -179,7 +179,7 @@ class AffectNetSource(Source):
         return None
 
 
-def _npy_number(path: Path, row: Row) -> float:
+def _npy_number(path: Path) -> float:
     """The single number a per-image AffectNet ``.npy`` holds (stored as text, e.g. ``'1'``, or as a number)."""
     try:
         value = np.load(path, allow_pickle=False)
