@@ -170,6 +170,21 @@ def test_negated_mentions_are_not_citations_and_f1_edge_cases():
     )
 
 
+def test_the_affect_layout_passes_the_format_check_only_as_strict_va():
+    """The affect prompt's answers (intensity letters, then <va>) are accepted with checks.format=strict_va, and
+    refused by the plain strict format as before; an out-of-range V/A is a format failure naming the layout."""
+    affect = (
+        "<think>Inner brows raised (AU1, C), brows lowered (AU4, B), lip corners down (AU15, D): sadness.</think>"
+        "<answer>sadness</answer> <va>-0.6, -0.3</va>"
+    )
+    assert triple_check(affect, rec(), CheckConfig(format="strict_va")).passed
+    plain = triple_check(affect, rec())
+    assert (plain.au, plain.emotion, plain.format) == (True, True, False)
+    bad = triple_check(affect.replace("-0.6", "-1.6"), rec(), CheckConfig(format="strict_va"))
+    assert not bad.format and "<va>valence, arousal</va>" in " ".join(bad.problems)
+    assert not triple_check(SAD, rec(), CheckConfig(format="strict_va")).format  # no <va> block
+
+
 @pytest.mark.parametrize(
     "kw", [{"enforce": ["au", "style"]}, {"au_mode": "jaccard"}, {"au_f1_threshold": 1.5}, {"format": "loose"},
            {"negation_words": [False, "not"]}, {"au_scope": "answer"}],

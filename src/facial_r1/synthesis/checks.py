@@ -8,7 +8,8 @@ rules the rewards and the evaluation apply (the published code's "triple check" 
   sample has no AU annotation (``AUs=None``); ``AUs=[]`` is an annotation ("relaxed face"): citing any AU fails.
 * **emotion**: the answer, normalised to the sample's label set (case, punctuation, synonyms), equals the first gold
   label. Not applicable when the sample has no emotion label.
-* **format**: strict ``<think>...</think><answer>...</answer>`` with nothing outside (or the lenient layout), and
+* **format**: strict ``<think>...</think><answer>...</answer>`` with nothing outside (or the lenient layout, or
+  ``strict_va``: the affect prompt's strict layout with a valid ``<va>valence, arousal</va>`` after the answer), and
   none of ``negation_words`` anywhere (the published prompt forbids "no", "not", "without", "maybe" because its AU
   reward counts "no AU12" as AU12).
 * **consistency**: the emotion the reasoning concludes equals the emotion the answer names, exactly as the
@@ -41,6 +42,7 @@ from facial_r1.facs import normalize_emotion, sort_aus
 from facial_r1.parsing import concluded_emotion, parse
 
 CHECKS = ("au", "emotion", "format", "consistency")
+FORMATS = ("strict", "lenient", "strict_va")
 OFFICIAL_NEGATION_WORDS = ("no", "not", "without", "maybe")
 
 
@@ -54,7 +56,9 @@ class CheckConfig:
     au_scope: str = "think"  # think | completion: where AUs are read
     map_au_names: bool = False  # False = only AU codes count (what the AU reward and the metrics read)
     drop_negated: bool = True  # negated mentions ("no AU4") are not citations
-    format: str = "strict"  # strict | lenient
+    format: str = (
+        "strict"  # strict | lenient | strict_va (the affect prompt: a valid <va>v, a</va> after the answer)
+    )
     negation_words: Sequence[str] = OFFICIAL_NEGATION_WORDS  # [] = allow negations
 
     def __post_init__(self) -> None:
@@ -72,8 +76,8 @@ class CheckConfig:
             raise ValueError(
                 f"checks.negation_words must be strings, got {bad} (in YAML quote them: a bare no is false)"
             )
-        if self.format not in ("strict", "lenient"):
-            raise ValueError(f"checks.format must be 'strict' or 'lenient', got {self.format!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"checks.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
 
     @cached_property
     def negation_pattern(self) -> re.Pattern[str] | None:
@@ -185,7 +189,11 @@ def triple_check(text: str, record: dict[str, Any], config: CheckConfig | None =
                     f"The answer is {parsed.answer.strip()!r} but must be exactly {gold_label!r}."
                 )
 
-    layout_ok = parsed.format_strict if config.format == "strict" else parsed.format_lenient
+    layout_ok = {
+        "strict": parsed.format_strict,
+        "lenient": parsed.format_lenient,
+        "strict_va": parsed.format_strict_va,
+    }[config.format]
     pattern = config.negation_pattern
     negations = sorted({m.group().lower() for m in pattern.finditer(text)}) if pattern and text else []
     format_ok = layout_ok and not negations
@@ -193,6 +201,9 @@ def triple_check(text: str, record: dict[str, Any], config: CheckConfig | None =
         if not layout_ok:
             problems.append(
                 "Wrong format: write <think>reasoning</think> then <answer>emotion</answer> and nothing else."
+                if config.format != "strict_va"
+                else "Wrong format: write <think>reasoning</think>, <answer>emotion</answer>, then "
+                "<va>valence, arousal</va> (two numbers in [-1, 1]) and nothing else."
             )
         if negations:
             problems.append(f"Do not use negative or uncertain words: {', '.join(negations)}.")
