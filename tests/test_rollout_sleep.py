@@ -97,3 +97,20 @@ def test_the_hf_engine_has_nothing_to_free():
     hf = HFEngine(policy=None)
     hf.sleep()
     assert isinstance(hf, RolloutEngine)
+
+
+@pytest.mark.parametrize(("ckpt_path", "synced"), [(None, []), ("run/checkpoints/last.ckpt", ["policy"])])
+def test_a_resumed_grpo_run_syncs_the_engine_before_its_first_rollout(ckpt_path, synced):
+    """The engine is built over the starting export; after a resume the policy holds later weights."""
+    from types import SimpleNamespace
+
+    from facial_r1.training.grpo import GRPOModule
+
+    calls = []
+    module = SimpleNamespace(
+        trainer=SimpleNamespace(ckpt_path=ckpt_path),
+        engine=SimpleNamespace(sync=calls.append),
+        adapter="policy",
+    )
+    GRPOModule.on_train_start(module)
+    assert calls == synced

@@ -369,7 +369,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
             for r in rows
         ),
     )
-    lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions; AU F1 is over the "
+    lines += ["", "Held-out: the split each run's final evaluation used. Metrics are fractions (the affect MAE / RMSE are in label units, CCC / ICC in [-1, 1]); AU F1 is over the "
               "protocol's AUs (without one: the AUs present in the gold labels). Grouped table: mean ± sample std "
               "over seeds. Runs table: value ± half-width of the run's 95 % bootstrap interval where it has one. "
               "Run folders: `results.csv` (column `path`).", ""]  # fmt: skip

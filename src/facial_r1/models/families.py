@@ -2,8 +2,9 @@
 
 A family lives in ``facial_r1/models/<model_type>.py`` and names its class there as ``FAMILY``. Everything that needs
 a family by name - the tiny build (``TinySpec.family``), the real-width reduced build (the published config's
-``model_type``), the vLLM plugin (every family's processor) - asks this module, so a new family is its own file,
-its config and its test.
+``model_type``), the vLLM plugin (every family's processor) - asks this module, so none of them keeps a list to
+extend. (What they still share is Qwen's vocabulary of special tokens, chat template and vision-tower layout: a
+Qwen-VL family needs nothing more, a family of another lineage would also touch the tokenizer and the warm start.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def family_class(model_type: str) -> type:
     family = getattr(module, "FAMILY", None)
     if family is None:
         raise ValueError(f"model family {model_type!r}: allowed values are {', '.join(family_names())}")
+    if getattr(family, "model_type", None) != model_type:  # e.g. a subclass that kept its parent's
+        raise ValueError(
+            f"{module_name}.FAMILY = {family.__name__} declares model_type={getattr(family, 'model_type', None)!r}; "
+            f"the file name says {model_type!r}"
+        )
     return family
 
 

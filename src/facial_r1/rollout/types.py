@@ -25,9 +25,9 @@ class RolloutEngine(Protocol):
 
     ``generate`` takes raw prompts (chat text + image) and returns a :class:`~facial_r1.models.adapter.Rollout`
     whose ``logprobs`` are the sampling-time log-probs under the temperature-scaled policy; ``sync`` is called after
-    every optimizer step so the engine samples from the updated policy; ``sleep`` is called when a training step's
-    rollouts are done, so an engine that holds accelerator memory can free it for the update (``sync`` or the next
-    ``generate`` wakes it). ``encoded`` is the same prompts encoded by the policy, when the caller has them (an engine
+    each rollout batch's update (and before the first rollout of a resumed run) so the engine samples from the current
+    policy; ``sleep`` is called when a training step's rollouts are done, so an engine that holds accelerator memory
+    can free it for the update (the ``sync`` after it wakes the engine). ``encoded`` is the same prompts encoded by the policy, when the caller has them (an engine
     that samples with the policy's own module reuses them; others ignore it).
 
     ``exact_policy_logprobs`` (optional, default False): True when the engine's log-probs are computed by the

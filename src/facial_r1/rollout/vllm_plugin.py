@@ -109,8 +109,15 @@ def processor_substitutions() -> dict[tuple[str, str], type]:
     for name in family_names():
         family = family_class(name)
         target = getattr(family, "vllm_processor", None)
-        if target is not None:
-            out[tuple(target)] = _vllm_processor_class(family.image_only_processor)
+        if target is None:
+            continue
+        target = tuple(target)
+        if target in out and not issubclass(out[target], family.image_only_processor):
+            raise ValueError(
+                f"model families {name!r} and another both claim vLLM's {'.'.join(target)} with different "
+                "processors: set the family's own vllm_processor (a subclass inherits its parent's)"
+            )
+        out.setdefault(target, _vllm_processor_class(family.image_only_processor))
     return out
 
 
@@ -120,8 +127,10 @@ def substitute_processors() -> None:
         install_pil_alias()  # the model module imports smart_resize at import time
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError:  # this vLLM has no such model: nothing to serve, nothing to patch
-            log.debug("facial_r1 vLLM plugin: %s not in this vLLM", module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise  # the model module exists but one of its imports does not: say so, do not skip it
+            log.debug("facial_r1 vLLM plugin: %s not in this vLLM", module_name)  # nothing to serve or patch
             continue
         current = getattr(module, attribute)
         if current.__name__ != replacement.__name__:  # once per process (classes are rebuilt per call)

@@ -97,13 +97,19 @@ class GRPOModule(StageModule):
             self.adapter.init_reference()  # no-op with LoRA: the reference is the model with its adapter disabled
         super().configure_model()
 
+    def on_train_start(self) -> None:
+        """The engine was built over the starting export; a resumed run (``ckpt_path``) has since restored later
+        weights into the policy, so the first rollout must come from those (a no-op for hf)."""
+        if self.trainer.ckpt_path is not None:
+            self.engine.sync(self.adapter)
+
     # ------------------------------------------------------------------ the algorithm
     def training_step(self, batch: dict[str, list], batch_idx: int) -> None:
         t0 = time.perf_counter()
         step = self.global_step  # the optimizer step that drew this rollout (before the update below)
         scored = self.rollout_and_score(batch["records"], batch["images"])  # 1-2. rollout, score
-        self.engine.sleep()  # rollout.sleep_level: a vLLM engine frees its GPU memory until the sync below
         t1 = time.perf_counter()
+        self.engine.sleep()  # rollout.sleep_level: a vLLM engine frees its GPU memory until the sync in update()
         ro = scored.rollout
         advantages, adv_stats = self.advantages(scored.rewards, ro.prompt_index)  # 3. advantages
         loss_mask = build_loss_mask(ro.completion_mask, ro.truncated, adv_stats.zero_std, self.cfg)
@@ -378,7 +384,9 @@ class GRPOModule(StageModule):
             opt.zero_grad(set_to_none=True)
             if sched is not None:
                 sched.step()
-            self.engine.sync(self.adapter)  # the engine samples from the updated policy (a no-op for hf)
+        # The engine samples from the updated policy (a no-op for hf). Once per rollout batch: with mu > 1 nothing
+        # samples between the mu optimizer steps, and each sync would wake a sleeping engine (rollout.sleep_level).
+        self.engine.sync(self.adapter)
         out = {k: v / self.cfg.num_iterations for k, v in sums.items()}
         out["policy/entropy"] = entropy_sum / max(entropy_tokens, 1.0)
         return out
