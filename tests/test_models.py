@@ -402,6 +402,14 @@ def test_tiny_build_is_deterministic(tiny_model_dir, tmp_path):
     _assert_same_folder_weights(tiny_model_dir, again)
 
 
+def test_a_ten_step_warm_start_builds(tmp_path):
+    """OneCycleLR divides by zero at exactly 10 steps with a 10 % warm-up; the warm start picks another there."""
+    from facial_r1.models.tiny import TinySpec, build_tiny_model
+
+    out = build_tiny_model(tmp_path / "tiny", TinySpec(warm_start_steps=10, warm_start_images=16))
+    assert (out / "warm_start.json").is_file()
+
+
 def test_tiny_build_with_warm_start_is_deterministic(tiny_model_dir, tmp_path):
     from facial_r1.models.tiny import TinySpec, tiny_model_path
 

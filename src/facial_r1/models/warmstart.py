@@ -65,7 +65,11 @@ def warm_start_vision(
     probe = torch.nn.Linear(tokens * hidden, len(au_numbers) + len(EMOTIONS))
     params = list(visual.parameters()) + list(probe.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # 10 % warm-up; OneCycleLR divides by (pct_start * steps - 1), zero at exactly 10 steps: 20 % there.
+    pct_start = 0.2 if round(0.1 * steps, 9) == 1 else 0.1
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=pct_start
+    )
     generator = torch.Generator().manual_seed(seed)
     visual.train()
     metrics: dict[str, float] = {}
