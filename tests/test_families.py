@@ -38,9 +38,9 @@ def test_a_third_family_needs_no_entry_in_the_tiny_or_reduced_builders(monkeypat
         model_type = "toy_vl"
 
         @staticmethod
-        def tiny_architecture(spec, text_config, token_ids):
+        def tiny_architecture(spec, text_config, vision_config, token_ids):
             calls.append(("tiny", text_config["hidden_size"]))
-            return Qwen25VLFamily.tiny_architecture(spec, text_config, token_ids)
+            return Qwen25VLFamily.tiny_architecture(spec, text_config, vision_config, token_ids)
 
         @staticmethod
         def reduced_architecture(config, text_layers, vision_depth):

@@ -165,9 +165,10 @@ class Qwen25VLFamily:
 
     # ------------------------------------------------------------------ builds from config (no download)
     @staticmethod
-    def tiny_architecture(spec, text_config: dict, token_ids: dict[str, int]):
+    def tiny_architecture(spec, text_config: dict, vision_config: dict, token_ids: dict[str, int]):
         """Config, model class and image processor of the tiny Qwen2.5-VL (:mod:`facial_r1.models.tiny`):
-        ``text_config`` holds the widths, vocabulary and special ids, ``token_ids`` the vision token ids."""
+        ``text_config`` holds the widths, vocabulary and special ids, ``vision_config`` the tower's widths, depth and
+        patching, ``token_ids`` the vision token ids; the family adds what only it has."""
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         # mrope_section splits head_dim/2 rotary frequencies over (temporal, height, width); must sum to head_dim/2.
@@ -181,13 +182,7 @@ class Qwen25VLFamily:
                 "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
             },
             vision_config={
-                "depth": spec.vision_depth,
-                "hidden_size": spec.vision_hidden_size,
-                "intermediate_size": spec.vision_intermediate_size,
-                "num_heads": spec.vision_heads,
-                "patch_size": spec.patch_size,
-                "spatial_merge_size": spec.merge_size,
-                "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
+                **vision_config,
                 "window_size": spec.patch_size * spec.merge_size * 4,
                 # the default (7, 15, ...) would leave no full-attention block at depth 2
                 "fullatt_block_indexes": [spec.vision_depth - 1],

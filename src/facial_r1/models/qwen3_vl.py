@@ -87,7 +87,7 @@ class Qwen3VLFamily(Qwen25VLFamily):
 
     # ------------------------------------------------------------------ builds from config (no download)
     @staticmethod
-    def tiny_architecture(spec, text_config: dict, token_ids: dict[str, int]):
+    def tiny_architecture(spec, text_config: dict, vision_config: dict, token_ids: dict[str, int]):
         """Config, model class and image processor of the tiny Qwen3-VL (fields as in the published config.json).
 
         What transformers implements for Qwen3-VL is kept at the tiny widths: 16 px patches with a learned,
@@ -122,13 +122,7 @@ class Qwen3VLFamily(Qwen25VLFamily):
                 },
             },
             vision_config={
-                "depth": spec.vision_depth,
-                "hidden_size": spec.vision_hidden_size,
-                "intermediate_size": spec.vision_intermediate_size,
-                "num_heads": spec.vision_heads,
-                "patch_size": spec.patch_size,
-                "spatial_merge_size": spec.merge_size,
-                "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
+                **vision_config,
                 # The learned position grid (published: 48 x 48, resampled to each image) sized to the tiny's images.
                 "num_position_embeddings": grid * grid,
                 "deepstack_visual_indexes": list(spec.deepstack_visual_indexes),

@@ -142,6 +142,18 @@ def _text_config(spec: TinySpec, tokenizer, ids: dict[str, int]) -> dict:
     }
 
 
+def _vision_config(spec: TinySpec) -> dict:
+    return {
+        "depth": spec.vision_depth,
+        "hidden_size": spec.vision_hidden_size,
+        "intermediate_size": spec.vision_intermediate_size,
+        "num_heads": spec.vision_heads,
+        "patch_size": spec.patch_size,
+        "spatial_merge_size": spec.merge_size,
+        "out_hidden_size": spec.hidden_size,  # must equal the text width or image features do not fit
+    }
+
+
 def _vision_token_ids(tokenizer) -> dict[str, int]:
     return {
         "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
@@ -160,7 +172,7 @@ def build_tiny_model(
     tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in ("<|endoftext|>", "<|im_end|>")}
     config, model_class, image_processor = family_class(spec.family).tiny_architecture(
-        spec, _text_config(spec, tokenizer, ids), _vision_token_ids(tokenizer)
+        spec, _text_config(spec, tokenizer, ids), _vision_config(spec), _vision_token_ids(tokenizer)
     )
     torch.manual_seed(spec.seed)
     model = model_class(config)
