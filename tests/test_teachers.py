@@ -209,6 +209,19 @@ def test_check_description(text, expected):
     assert all(word in problem for word, problem in zip(expected, problems, strict=True))
 
 
+def test_the_affect_prompt_asks_for_the_va_layout_and_the_check_follows_it():
+    prompts = load_prompts()
+    assert prompts["compact_affect_v1"].asks_va and not prompts["compact_v1"].asks_va
+    affect = (
+        "<think>Brows up (AU1, C), knit (AU4, B), corners down (AU15, D).</think><answer>sadness</answer>"
+        "<va>-0.6, -0.3</va>"
+    )
+    assert check_description(affect, record(), va=True) == []
+    assert [p[:13] for p in check_description(affect, record())] == ["Wrong format:"]  # plain strict: refused
+    plain = "<think>Brows up (AU1), knit (AU4), corners down (AU15).</think><answer>sadness</answer>"
+    assert "<va>valence, arousal</va>" in check_description(plain, record(), va=True)[0]
+
+
 def test_full_prompt_example_passes_the_check():
     example = load_prompts()["full_v1"].example
     assert check_description(example, record()) == [] and not NEGATION.search(example)

@@ -81,6 +81,11 @@ class PromptTemplate:
     reflection_instruction: str = "Write a corrected response that fixes every problem."
 
     @property
+    def asks_va(self) -> bool:
+        """Whether answers end with a ``<va>valence, arousal</va>`` block (an affect prompt's requirement)."""
+        return "<va>" in (self.requirements or "")
+
+    @property
     def system_text(self) -> str | None:
         """System message text, or None when this template uses none."""
         return self.system or None

@@ -38,19 +38,25 @@ class InvalidDescription(ValueError):
         super().__init__(f"record {record_id!r}: " + "; ".join(problems))
 
 
-def check_description(text: str, record: dict[str, Any]) -> list[str]:
+def check_description(text: str, record: dict[str, Any], va: bool = False) -> list[str]:
     """Problems with ``text`` as the reference description of ``record``; ``[]`` = accepted.
 
     The synthesis triple check, read through the project parser (``facial_r1.parsing.parse``): the strict format
     (``<think>...</think><answer>...</answer>``, nothing outside the tags); the AU codes cited inside ``<think>``
     (numbers only, not FACS names: the AU reward reads codes; negated mentions dropped) equal the gold set when the
     record has ``AUs``; the answer equals the first gold label exactly when it has labels. Messages are plain
-    sentences because reflection prompts quote them back to the model.
+    sentences because reflection prompts quote them back to the model. ``va``: the affect layout instead, a valid
+    ``<va>valence, arousal</va>`` after the answer (``format_strict_va``; what an affect prompt asks for).
     """
     parsed = parse(text, label_set=record.get("label_set") or None, map_au_names=False)
     predicted, answer = parsed.aus, (parsed.answer.strip() if parsed.answer is not None else None)
     problems = []
-    if not parsed.format_strict:
+    if va and not parsed.format_strict_va:
+        problems.append(
+            "Wrong format: write <think>reasoning</think>, <answer>emotion</answer>, then <va>valence, arousal</va> "
+            "(two numbers in [-1, 1]) and nothing else."
+        )
+    elif not va and not parsed.format_strict:
         problems.append(
             "Wrong format: write <think>reasoning</think> then <answer>emotion</answer> and nothing else."
         )
@@ -159,7 +165,7 @@ class OpenAITeacher:
             )
             info["attempts"] += 1
             info["cached"] += cached
-            problems = check_description(text, record) if self.validate else []
+            problems = check_description(text, record, va=self.prompt.asks_va) if self.validate else []
             if not problems:
                 break
         info["problems"] = problems
