@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -22,6 +24,7 @@ from facial_r1.data.prompts import load_prompts
 from facial_r1.data.schema import make_record
 from facial_r1.data.teachers import (
     InvalidDescription,
+    LLMLikeNoise,
     OpenAITeacher,
     TeacherError,
     TeacherNoise,
@@ -31,7 +34,7 @@ from facial_r1.data.teachers import (
     tokenizer_corpus,
 )
 from facial_r1.data.teachers.template import best_matching_emotion
-from facial_r1.facs import ACTION_UNITS, AU_VOCAB, EMOTIONS, LABEL_ORDERS, au_codes
+from facial_r1.facs import ACTION_UNITS, AU_VOCAB, EMOTION_PROTOTYPES, EMOTIONS, LABEL_ORDERS, au_codes
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 STRICT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
@@ -144,13 +147,80 @@ def test_noise_rates_and_determinism():
     assert abs(omitted - 0.3) < 0.04 and abs(hallucinated - 0.3) < 0.05 and abs(wrong - 0.2) < 0.05
 
 
-@pytest.mark.parametrize("name", ["template", "template_noisy"])
+@pytest.mark.parametrize("name", ["template", "template_noisy", "llm_like"])
 def test_teacher_configs_instantiate(name):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         teacher = instantiate(compose(overrides=[f"+teacher={name}"]).teacher)
     assert isinstance(teacher, TemplateTeacher)
-    assert teacher.noise.active is (name == "template_noisy")
+    assert teacher.noise.active is (name != "template")
     assert STRICT.fullmatch(teacher.describe(record()))
+
+
+# ---- the LLM-like teacher -----------------------------------------------------------------------------------------
+SYNTH_LABELS = ("anger", "contempt", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
+
+
+def test_llm_like_confusions_reproduce_their_configured_rates():
+    noise = LLMLikeNoise()
+    teacher = TemplateTeacher(noise=noise)
+    for gold, row in noise.confusions.items():
+        aus = [f"AU{n}" for n in EMOTION_PROTOTYPES[gold]]
+        recs = [record(id=f"{gold}{i}", aus=aus, labels=[gold], label_set=SYNTH_LABELS) for i in range(400)]
+        believed = collections.Counter(teacher.describe_with_info(r)[1]["emotion"] for r in recs)
+        for other, p in row.items():  # binomial sd at n = 400 is <= 0.025: 0.08 is > 3 sd
+            assert abs(believed[other] / 400 - p) < 0.08, (gold, other, believed)
+        assert abs(believed[gold] / 400 - (1 - sum(row.values()))) < 0.08, (gold, believed)
+
+
+def test_llm_like_mistakes_are_systematic():
+    noise = LLMLikeNoise(omit_au_rate=0.0, omit_subtle_rate=0.0, invent_au_rate=0.0, au_confusions={})
+    teacher = TemplateTeacher(noise=noise)
+    # AU12 whenever it says happiness, even on a face without it; a believed label the dataset lacks is not used
+    rec = record(id="h", aus=["AU6"], labels=["happiness"], label_set=SYNTH_LABELS)
+    for i in range(30):
+        aus, emotion, _ = noise.apply(["AU6"], "happiness", {**rec, "id": f"h{i}"}, random.Random(i))
+        assert emotion != "happiness" or "AU12" in aus
+    no_neutral = record(id="c", aus=["AU12", "AU14"], labels=["contempt"], label_set=SYNTH_LABELS[:5])
+    assert {noise.believed_emotion("contempt", no_neutral, random.Random(i)) for i in range(50)} == {
+        "contempt"
+    }
+    with_neutral = {**no_neutral, "label_set": list(SYNTH_LABELS)}
+    assert {noise.believed_emotion("contempt", with_neutral, random.Random(i)) for i in range(50)} == {
+        "contempt",
+        "neutral",
+    }
+    # subtle AUs are the ones omitted
+    subtle = LLMLikeNoise(
+        omit_subtle_rate=1.0, omit_au_rate=0.0, invent_au_rate=0.0, au_confusions={}, confusions={}
+    )
+    levels = {"AU1": 2, "AU4": 5, "AU15": 3}
+    aus, _, info = subtle.apply(
+        ["AU1", "AU4", "AU15"], "sadness", record(au_intensity=levels), random.Random(0)
+    )
+    assert info["omitted"] == ["AU1", "AU15"] and "AU4" in aus
+    # the same record always gets the same mistakes
+    assert teacher.describe(rec) == TemplateTeacher(noise=noise).describe(rec)
+
+
+def test_llm_like_defaults_score_like_a_zero_shot_llm_on_synthfaces():
+    from facial_r1.data.synthfaces import iter_samples
+    from facial_r1.parsing import parse
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        teacher = instantiate(compose(overrides=["+teacher=llm_like"]).teacher)
+    assert isinstance(teacher.noise, LLMLikeNoise) and dict(teacher.noise.confusions) == dict(
+        LLMLikeNoise().confusions
+    )
+    tp = fp = fn = 0
+    correct = []
+    for _, rec in iter_samples(600, split="train"):
+        parsed = parse(teacher.describe(rec), label_set=rec["label_set"])
+        gold, cited = set(rec["AUs"] or []), set(parsed.aus)
+        tp, fp, fn = tp + len(gold & cited), fp + len(cited - gold), fn + len(gold - cited)
+        if rec["labels"]:
+            correct.append(parsed.emotion == rec["labels"][0])
+    accuracy, f1 = sum(correct) / len(correct), 2 * tp / (2 * tp + fp + fn)
+    assert 0.55 <= accuracy <= 0.68 and 0.50 <= f1 <= 0.62, (accuracy, f1)  # GPT-4o: 62.7 % / 47-60 F1
 
 
 # ---- SFT selection and tokenizer corpus ---------------------------------------------------------------------------

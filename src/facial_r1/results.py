@@ -110,8 +110,8 @@ RUN_COLUMNS = (
     "path",
 )
 # The paper's ablation order; other experiments follow alphabetically.
-ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft300_grpo", "pipeline_round2_sft",
-         "sft300_grpo_synth", *(f"{kind}_round{r}" for r in range(1, 10) for kind in ("sft_synth", "grpo_synth")),
+ORDER = ("zero_shot", "sft_300", "sft_all", "sft_all_noisy", "sft_300_llm_like", "sft_all_llm_like", "sft300_grpo",
+         "pipeline_round2_sft", "sft300_grpo_synth", *(f"{kind}_round{r}" for r in range(1, 10) for kind in ("sft_synth", "grpo_synth")),
          "reward_ablation")  # fmt: skip
 STAGE_ORDER = ("zero-shot", "eval", "sft", "grpo")
 # Overrides that say nothing about the method: where things were written and which exact folder a stage started from.

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from facial_r1.affect import INTENSITY_LETTERS
 from facial_r1.data.prompts import PromptTemplate, load_prompts, offered_labels
 from facial_r1.data.schema import DEFAULT_QUESTION
+from facial_r1.data.teachers.llm_like import LLMLikeNoise
 from facial_r1.data.teachers.noise import TeacherNoise, stable_rng
 from facial_r1.data.teachers.openai import check_description
 from facial_r1.facs import (
@@ -127,7 +128,7 @@ class TemplateTeacher:
     def __init__(
         self,
         seed: int = 0,
-        noise: TeacherNoise | Mapping[str, float] | None = None,
+        noise: TeacherNoise | LLMLikeNoise | Mapping[str, float] | None = None,
         phrasing: Literal["varied", "fixed"] = "varied",
         intensities: bool = False,
         va: bool = False,
@@ -135,7 +136,9 @@ class TemplateTeacher:
         if phrasing not in ("varied", "fixed"):
             raise ValueError(f"phrasing must be 'varied' or 'fixed', got {phrasing!r}")
         self.seed = seed
-        self.noise = noise if isinstance(noise, TeacherNoise) else TeacherNoise(**(noise or {}))
+        # TeacherNoise (random mistakes) from a mapping of its rates, or any object with ``active`` and ``apply``
+        # (LLMLikeNoise: systematic mistakes)
+        self.noise = TeacherNoise(**(noise or {})) if noise is None or isinstance(noise, Mapping) else noise
         self.phrasing = phrasing
         self.intensities, self.va = bool(intensities), bool(va)
 
