@@ -25,6 +25,8 @@ EXPECTED_STAGE = {
     "sft_300": "sft",
     "sft_all": "sft",
     "sft_all_noisy": "sft",
+    "sft_300_llm_like": "sft",
+    "sft_all_llm_like": "sft",
     "sft_qwen2_5_vl_7b": "sft",
     "pipeline_round2_sft": "sft",
     "sft300_grpo": "grpo",
@@ -130,6 +132,8 @@ def test_every_experiment_trains_the_stage_it_names(tmp_path, tiny_model_dir, su
     train("sft_300", *tiny)
     train("sft_all", *tiny)
     train("sft_all_noisy", *tiny)
+    train("sft_300_llm_like", *tiny)
+    train("sft_all_llm_like", *tiny)
     train("sft300_grpo", *tiny)
     train("reward_ablation", *tiny, "reward=format_only", "seed=0", multirun=True)
     accepted = synth_rows(tmp_path, "accepted.jsonl", ["a", "b", "c", "d"], 1)
