@@ -122,3 +122,55 @@ def machine_header(threads: int) -> str:
         f"transformers {transformers.__version__}, python {platform.python_version()}, "
         f"{datetime.datetime.now().isoformat(timespec='minutes')}"
     )
+
+
+# ---------------------------------------------------------------------------------------------- the TRL baseline
+def trl_grpo_settings(cfg, *, num_generations: int, steps: int, seed: int) -> dict[str, Any]:
+    """``trl.GRPOConfig`` keyword arguments that mirror our GRPO stage (``cfg``: the composed train config): the same
+    objective switches, learning rate and AdamW, a constant schedule, no logging or checkpoints. The batch shape,
+    device, precision, generation and vLLM settings are each benchmark's own."""
+    objective = cfg.stage.objective
+    return {
+        "report_to": "none",
+        "num_generations": num_generations,
+        "temperature": float(objective.temperature),
+        "top_p": float(objective.top_p),
+        "top_k": 0,
+        "beta": float(objective.beta),
+        "loss_type": str(objective.loss_aggregation),
+        "epsilon": float(objective.eps_low),
+        "epsilon_high": float(objective.eps_high),
+        "num_iterations": int(objective.num_iterations),
+        "scale_rewards": str(objective.advantage_scale),
+        "mask_truncated_completions": bool(objective.mask_truncated),
+        "learning_rate": float(cfg.stage.lr),
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "weight_decay": float(cfg.stage.weight_decay),
+        "adam_beta1": float(cfg.stage.betas[0]),
+        "adam_beta2": float(cfg.stage.betas[1]),
+        "max_grad_norm": float(objective.max_grad_norm),
+        "max_steps": steps,
+        "shuffle_dataset": False,
+        "seed": seed,
+        "logging_steps": 1_000_000,
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "log_completions": False,
+        "dataloader_num_workers": 0,
+        "optim": "adamw_torch",  # torch.optim.AdamW (foreach), as ours; TRL's default is the fused variant
+    }
+
+
+def trl_prompt_dataset(data):
+    """The prompts as TRL's conversational dataset: TRL inserts the image placeholder before the text, the same chat
+    as our family's ``chat_text``; ``idx`` lets the reward functions find each prompt's record."""
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": text}] for text in data.texts],
+            "image": data.images,
+            "idx": list(range(len(data.texts))),
+        }
+    )

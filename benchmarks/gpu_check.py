@@ -63,7 +63,17 @@ from pathlib import Path
 from typing import Any
 
 # common first: it pins the thread environment before torch is imported
-from common import REPO, default_cache_dir, markdown_table, median, pin_threads, synth_prompts, tiny_folder
+from common import (
+    REPO,
+    default_cache_dir,
+    markdown_table,
+    median,
+    pin_threads,
+    synth_prompts,
+    tiny_folder,
+    trl_grpo_settings,
+    trl_prompt_dataset,
+)
 
 ROWS = ("sft", "grpo_hf", "grpo_vllm", "trl_vllm")  # table order
 # Run order: the vLLM comparison first, so a spent time budget skips the rows that matter least.
@@ -469,7 +479,6 @@ def run_ours(args, arch: str, row: str, folder: Path, device: str, started: floa
 # ---------------------------------------------------------------------------------------------- worker: TRL
 def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[str, Any]:
     import torch
-    from datasets import Dataset
     from grpo_vs_trl import trl_reward_funcs
     from hydra.utils import instantiate
     from transformers import AutoModelForImageTextToText, TrainerCallback
@@ -479,7 +488,7 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
 
     out_dir = tempfile.mkdtemp(prefix="gpu_check-trl-")
     cfg = compose_config(args, arch, "grpo_hf", folder, device, out_dir)  # our GRPO settings, read back below
-    objective, model_cfg = cfg.stage.objective, cfg.model
+    model_cfg = cfg.model
     reward = instantiate(cfg.reward)
     B, G, M = args.B, args.G, args.max_new_tokens
     data = synth_prompts(B * args.steps, args.prompt)
@@ -501,13 +510,7 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
         generation_kwargs = {"suppress_tokens": sorted({*stop, *vision})}
     token_log: list[int] = []
     funcs, weights = trl_reward_funcs(reward, data.records, token_log)
-    dataset = Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": text}] for text in data.texts],
-            "image": data.images,
-            "idx": list(range(len(data.texts))),
-        }
-    )
+    dataset = trl_prompt_dataset(data)
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -526,43 +529,16 @@ def run_trl(args, arch: str, folder: Path, device: str, started: float) -> dict[
     timer = StepTimer()
     targs = GRPOConfig(
         output_dir=out_dir,
+        **trl_grpo_settings(cfg, num_generations=G, steps=args.steps, seed=0),
         use_cpu=device == "cpu",
-        report_to="none",
         bf16=device == "cuda",
         fp16=False,
         gradient_checkpointing=bool(model_cfg.activation_checkpointing),
         gradient_checkpointing_kwargs={"use_reentrant": False},
         per_device_train_batch_size=args.micro_batch_size,  # completions per forward/backward
         gradient_accumulation_steps=B * G // args.micro_batch_size,  # B x G completions per optimizer step
-        num_generations=G,
         max_completion_length=M,
-        temperature=float(objective.temperature),
-        top_p=float(objective.top_p),
-        top_k=0,
-        beta=float(objective.beta),
-        loss_type=str(objective.loss_aggregation),
-        epsilon=float(objective.eps_low),
-        epsilon_high=float(objective.eps_high),
-        num_iterations=int(objective.num_iterations),
-        scale_rewards=str(objective.advantage_scale),
-        mask_truncated_completions=bool(objective.mask_truncated),
         reward_weights=weights,
-        learning_rate=float(cfg.stage.lr),
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=float(cfg.stage.weight_decay),
-        adam_beta1=float(cfg.stage.betas[0]),
-        adam_beta2=float(cfg.stage.betas[1]),
-        max_grad_norm=float(objective.max_grad_norm),
-        max_steps=args.steps,
-        shuffle_dataset=False,
-        seed=0,
-        logging_steps=1_000_000,
-        save_strategy="no",
-        disable_tqdm=True,
-        log_completions=False,
-        dataloader_num_workers=0,
-        optim="adamw_torch",
         use_vllm=use_vllm,
         vllm_mode="colocate",
         vllm_gpu_memory_utilization=args.vllm_memory,

@@ -47,6 +47,8 @@ from common import (
     pin_threads,
     synth_prompts,
     tiny_folder,
+    trl_grpo_settings,
+    trl_prompt_dataset,
 )
 
 WARMUP_STEPS = 2
@@ -218,7 +220,6 @@ def trl_reward_funcs(reward, records: list[dict[str, Any]], token_log: list[int]
 
 
 def run_trl(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list[int]]:
-    from datasets import Dataset
     from transformers import AutoModelForImageTextToText, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -235,7 +236,6 @@ def run_trl(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list[
         def on_step_end(self, targs, state, control, **kwargs):
             self.times.append(time.perf_counter() - self.start)
 
-    objective = cfg.stage.objective
     processor = load_processor(folder)
     processor.tokenizer.padding_side = "left"
     model = AutoModelForImageTextToText.from_pretrained(
@@ -243,54 +243,20 @@ def run_trl(args, cfg, folder, prompt, reward, data) -> tuple[list[float], list[
     )
     token_log: list[int] = []
     funcs, weights = trl_reward_funcs(reward, data.records, token_log)
-    dataset = Dataset.from_dict(
-        {
-            # TRL inserts the image placeholder before the text: the same chat as our adapter's _chat_text.
-            "prompt": [[{"role": "user", "content": text}] for text in data.texts],
-            "image": data.images,
-            "idx": list(range(len(data.texts))),
-        }
-    )
+    dataset = trl_prompt_dataset(data)
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="grpo_vs_trl-") as out:
         targs = GRPOConfig(
             output_dir=out,
+            **trl_grpo_settings(cfg, num_generations=args.G, steps=args.steps, seed=int(cfg.seed)),
             use_cpu=True,
-            report_to="none",
             bf16=False,
             fp16=False,
             gradient_checkpointing=False,
             per_device_train_batch_size=args.B * args.G,  # counts completions
             gradient_accumulation_steps=1,
-            num_generations=args.G,
-            max_completion_length=int(objective.max_completion_length),
-            temperature=float(objective.temperature),
-            top_p=float(objective.top_p),
-            top_k=0,
-            beta=float(objective.beta),
-            loss_type=str(objective.loss_aggregation),
-            epsilon=float(objective.eps_low),
-            epsilon_high=float(objective.eps_high),
-            num_iterations=int(objective.num_iterations),
-            scale_rewards=str(objective.advantage_scale),
-            mask_truncated_completions=bool(objective.mask_truncated),
+            max_completion_length=int(cfg.stage.objective.max_completion_length),
             reward_weights=weights,
-            learning_rate=float(cfg.stage.lr),
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=float(cfg.stage.weight_decay),
-            adam_beta1=float(cfg.stage.betas[0]),
-            adam_beta2=float(cfg.stage.betas[1]),
-            max_grad_norm=float(objective.max_grad_norm),
-            max_steps=args.steps,
-            shuffle_dataset=False,
-            seed=int(cfg.seed),
-            logging_steps=10_000,
-            save_strategy="no",
-            disable_tqdm=True,
-            log_completions=False,
-            dataloader_num_workers=0,
-            optim="adamw_torch",  # torch.optim.AdamW (foreach), as ours; the default is the fused variant
             generation_kwargs={
                 "suppress_tokens": processor.tokenizer.convert_tokens_to_ids(list(VISION_TOKENS))
             },
