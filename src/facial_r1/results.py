@@ -42,8 +42,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-# Beyond the paper (evaluation.affect_metrics.AFFECT_HEADLINE_KEYS): AU intensity, valence/arousal, compound. None
-# for runs whose data or prompt carries no such target; results.md shows a column only where some run has a value.
+# Beyond the paper (evaluation.affect_metrics.AFFECT_HEADLINE_KEYS): AU intensity, valence/arousal, compound, and the
+# format rate of the affect layout (an affect prompt's answers end with <va>, which the plain format rate counts as
+# wrong). None for runs whose data or prompt carries no such target; results.md shows a column only where some run
+# has a value.
 AFFECT_METRICS = (
     "au_intensity_icc",
     "au_intensity_mae",
@@ -53,6 +55,7 @@ AFFECT_METRICS = (
     "arousal_rmse",
     "compound_acc",
     "compound_uar",
+    "format_va_rate",
 )
 # The headline metrics of evaluation.metrics.HEADLINE_KEYS but ROUGE-L, plus the LLM judge's score, the affect
 # metrics and time. Spelled out rather than imported: importing the evaluation package loads torch (5 s) for this
@@ -86,6 +89,7 @@ HEADERS = {  # Markdown column titles
     "arousal_rmse": "A RMSE",
     "compound_acc": "compound acc",
     "compound_uar": "compound UAR",
+    "format_va_rate": "format (V/A)",
     "wall_time_s": "wall s",
 }
 IDENTITY = (
