@@ -118,7 +118,7 @@ class LLMLikeNoise:
         ``wrong_emotion`` (the believed emotion when it differs from ``emotion``, else None)."""
         believed = self.believed_emotion(emotion, record, rng)
         levels = record.get("AU_intensity") or {}
-        vocabulary = set(defined_aus_codes(record))
+        vocabulary = set(au_codes(defined_aus(record)))  # what the record's prompt may cite
         kept = []
         for au in aus:
             level = levels.get(au)
@@ -148,8 +148,3 @@ def _draw(row: Mapping[str, float] | None, rng: random.Random) -> str | None:
         if draw < cumulative:
             return outcome
     return None
-
-
-def defined_aus_codes(record: dict[str, Any]) -> list[str]:
-    """The AU codes the record's prompt may cite (its AU vocabulary; the prompt's 30 AUs when it has none)."""
-    return [f"AU{n}" for n in defined_aus(record)]
