@@ -336,3 +336,67 @@ def test_protocol_and_intervals_in_the_tables(tmp_path):
     assert (
         written["rafdb"]["emotion_acc_ci_high"] == "0.54" and written["official"]["emotion_acc_ci_low"] == ""
     )
+
+
+def test_load_note_reports_the_range_and_how_many_runs_recorded_it(tmp_path: Path) -> None:
+    make_run(tmp_path, "a", seed=0, machine={"load_1m_start": 0.5, "load_1m_end": 2.25, "cores": 2})
+    make_run(tmp_path, "b", seed=1, machine={"load_1m_start": 1.0, "load_1m_end": 1.5, "cores": 2})
+    rows = results.collect([tmp_path])
+    assert [(r["load_1m_start"], r["load_1m_end"]) for r in rows] == [(0.5, 2.25), (1.0, 1.5)]
+    assert results.load_note(rows) == "Machine load (1-minute average at each run's start and end): 0.5-2.2."
+    make_run(tmp_path, "c", seed=2)  # an older run: metrics.json without `machine`
+    note = results.load_note(results.collect([tmp_path]))
+    assert note.endswith("0.5-2.2 (2 of 3 runs recorded it).")
+    assert results.load_note(results.collect([tmp_path / "c"])) == "Machine load: not recorded by these runs."
+
+
+def test_into_rewrites_only_the_named_block_and_is_repeatable(
+    runs_root: Path, tmp_path: Path, capsys
+) -> None:
+    readme, docs = tmp_path / "README.md", tmp_path / "experiments.md"
+    readme.write_text("intro\n<!-- results:table -->\nold table\n<!-- /results:table -->\noutro\n")
+    docs.write_text("# Docs\n<!-- results:other -->\nkeep\n<!-- /results:other -->\n<!-- results:table -->\n"
+                    "<!-- /results:table -->\n")  # fmt: skip
+    argv = [
+        str(runs_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--into",
+        f"{readme}:table",
+        "--into",
+        f"{docs}:table",
+    ]
+    assert results.main(argv) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:table -->\n<!-- written by `python -m facial_r1.results ")
+    assert text.endswith("<!-- /results:table -->\noutro\n") and "old table" not in text
+    assert "| sft300_grpo | grpo | au_acc_format | - | test (n=500) |  | 0 1 | 0.600 ± 0.141 |" in text
+    assert "Machine load: not recorded by these runs." in text and "4 runs, seeds 0, 1" in text
+    assert "keep" in docs.read_text() and "0.600 ± 0.141" in docs.read_text()
+    assert results.main(argv) == 0 and readme.read_text() == text  # rerunning rewrites the same block
+
+
+@pytest.mark.parametrize(
+    "content", ["no markers\n", "<!-- /results:table -->\n<!-- results:table -->\n",
+                "<!-- results:table -->\n<!-- /results:table -->\n<!-- results:table -->\n"],
+)  # fmt: skip
+def test_into_refuses_missing_or_misordered_markers_and_touches_no_file(
+    runs_root: Path, tmp_path: Path, capsys, content: str
+) -> None:
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text("<!-- results:table -->\n<!-- /results:table -->\n")
+    bad.write_text(content)
+    argv = [
+        str(runs_root),
+        "--out",
+        str(tmp_path / "out"),
+        "--into",
+        f"{good}:table",
+        "--into",
+        f"{bad}:table",
+    ]
+    assert results.main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "<!-- results:table -->" in err and "<!-- /results:table -->" in err
+    assert good.read_text() == "<!-- results:table -->\n<!-- /results:table -->\n"  # checked before writing
+    assert results.parse_into("docs/x.md") == (Path("docs/x.md"), "results")

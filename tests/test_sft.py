@@ -217,6 +217,9 @@ def test_tiny_sft_run_writes_every_output(tiny_sft_run, face_samples):
     for key in ("emotion_acc", "au_f1_micro", "format_rate"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["global_step"] == 6 and metrics["num_samples"] == 8
+    # the machine load beside the wall time (Linux keeps a load average): what a timing means depends on it
+    assert metrics["machine"]["load_1m_start"] >= 0 and metrics["machine"]["load_1m_end"] >= 0
+    assert metrics["machine"]["cores"] >= 1
 
     config = (run / ".hydra" / "config.yaml").read_text()
     assert "name: sft" in config and "n_train: 64" in config

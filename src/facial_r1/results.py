@@ -14,6 +14,10 @@ Written to ``--out`` (default: the first root):
 * ``results.md``: both tables, the grouped one first with ``mean ± std`` cells (std over seeds), the per-run one
   with ``value ± half-width`` of the run's 95 % bootstrap interval (``evaluate.py``'s ``ci95``).
 
+``--into FILE:NAME`` (repeatable) also writes the grouped table, with the command, the seeds and the machine load,
+between the markers ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` of a Markdown file (README.md,
+docs/experiments.md): published tables are the collector's output, rewritten by rerunning the command, never typed.
+
 ``protocol`` is the evaluation protocol metrics.json names (``evaluate.py protocol=...``; ``-`` for runs that name
 none): runs evaluated under different protocols are never one group.
 
@@ -111,6 +115,8 @@ RUN_COLUMNS = (
     *CI_COLUMNS,
     "judge",
     "global_step",
+    "load_1m_start",
+    "load_1m_end",
     "path",
 )
 # The paper's ablation order; other experiments follow alphabetically.
@@ -184,6 +190,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "variant": " ".join(_normalise(o) for o in overrides if not _ignored(o)),
         "judge": judge_id(metrics.get("judge")),
         "global_step": metrics.get("global_step"),
+        # the machine's 1-minute load average at the run's start and end (runtime.machine_record; older runs: None)
+        "load_1m_start": _number((metrics.get("machine") or {}).get("load_1m_start")),
+        "load_1m_end": _number((metrics.get("machine") or {}).get("load_1m_end")),
         "path": str(run_dir),
     }
     row.update({key: _number(metrics.get(key)) for key in METRICS})
@@ -316,15 +325,12 @@ def _table(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> list[str]:
     return out
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None) -> str:
-    """``results.md``: the grouped table (mean ± std over seeds) and the per-run table."""
-    check_one_judge(rows)
-    groups = group_rows(rows) if groups is None else groups
+def _layout(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What both tables show: identity columns, metric columns (the judge and affect ones only where some run has
+    them), each row's variant minus the overrides every row shares."""
     common = _common_overrides(rows)
     shown = {id(r): " ".join(o for o in r["variant"].split() if o not in common) for r in [*rows, *groups]}
     show_variant = any(shown.values())
-    ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else [])]
-    lines = ["# Results", ""]
     # The judge column only where some run was judged (most are not); check_one_judge guarantees a single judge.
     judges = sorted({str(r["judge"]) for r in rows if r.get("judge_score") is not None})
     metrics = [
@@ -333,14 +339,38 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
         if (m != "judge_score" or judges)
         and (m not in AFFECT_METRICS or any(r.get(m) is not None for r in rows))
     ]
+    ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else [])]
+    return {"common": common, "shown": shown, "show_variant": show_variant, "judges": judges, "metrics": metrics,
+            "ident": ident}  # fmt: skip
+
+
+def load_note(rows: Sequence[dict[str, Any]]) -> str:
+    """One sentence on the machine load the runs saw (1-minute load average at each run's start and end)."""
+    loads = [r[k] for r in rows for k in ("load_1m_start", "load_1m_end") if r.get(k) is not None]
+    recorded = sum(1 for r in rows if r.get("load_1m_start") is not None or r.get("load_1m_end") is not None)
+    if not loads:
+        return "Machine load: not recorded by these runs."
+    return (f"Machine load (1-minute average at each run's start and end): {min(loads):.1f}-{max(loads):.1f}"
+            + ("" if recorded == len(rows) else f" ({recorded} of {len(rows)} runs recorded it)") + ".")  # fmt: skip
+
+
+def grouped_markdown(
+    rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None
+) -> list[str]:
+    """The grouped table (mean ± std over seeds) with what a reader needs beside it: a warning when the held-out
+    splits differ, the overrides every run shares, the machine load."""
+    groups = group_rows(rows) if groups is None else groups
+    layout = _layout(rows, groups)
+    metrics, shown = layout["metrics"], layout["shown"]
+    lines: list[str] = []
     evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
     if len(evaluated_on) > 1:
         lines += [f"**Not comparable as one table:** runs were evaluated on {', '.join(evaluated_on)}.", ""]
-    if common:
-        lines += ["Every run: `" + " ".join(common) + "`", ""]
-    lines += ["## Mean ± std over seeds", ""]
+    if layout["common"]:
+        lines += ["Every run: `" + " ".join(layout["common"]) + "`", ""]
+    lines += [load_note(rows), ""]
     lines += _table(
-        [*ident, "seeds", *(HEADERS[m] for m in metrics)],
+        [*layout["ident"], "seeds", *(HEADERS[m] for m in metrics)],
         (
             [
                 g["experiment"],
@@ -348,16 +378,26 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 g["reward"],
                 g["protocol"],
                 f"{g['split']} (n={g['n_eval']})",
-                *([shown[id(g)]] if show_variant else []),
+                *([shown[id(g)]] if layout["show_variant"] else []),
                 g["seeds"],
                 *(_cell(g[f"{m}_mean"], g[f"{m}_std"], m) for m in metrics),
             ]  # fmt: skip
             for g in groups
         ),
     )
+    return lines
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None) -> str:
+    """``results.md``: the grouped table (mean ± std over seeds) and the per-run table."""
+    check_one_judge(rows)
+    groups = group_rows(rows) if groups is None else groups
+    layout = _layout(rows, groups)
+    metrics, shown, judges = layout["metrics"], layout["shown"], layout["judges"]
+    lines = ["# Results", "", "## Mean ± std over seeds", "", *grouped_markdown(rows, groups)]
     lines += ["", "## Runs", ""]
     lines += _table(
-        ["run", *ident, "seed", *(HEADERS[m] for m in metrics)],
+        ["run", *layout["ident"], "seed", *(HEADERS[m] for m in metrics)],
         (
             [
                 r["run"],
@@ -366,7 +406,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
                 r["reward"],
                 r["protocol"],
                 f"{r['split']} (n={r['n_eval']})",
-                *([shown[id(r)]] if show_variant else []),
+                *([shown[id(r)]] if layout["show_variant"] else []),
                 r["seed"],
                 *(_ci_cell(r, m) for m in metrics),
             ]  # fmt: skip
@@ -382,6 +422,66 @@ def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]
             f"Judge score: mean reasoning score 1-10 given by `{judges[0]}` (model | rubric | server)."
         ]
     return "\n".join(lines)
+
+
+# ---- publishing into a document -----------------------------------------------------------------------------------
+
+
+class MarkerError(ValueError):
+    """The target document of ``--into`` lacks the block's markers (or has them out of order)."""
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+
+
+def parse_into(spec: str) -> tuple[Path, str]:
+    """``FILE:NAME`` -> (path, name); a bare ``FILE`` is block ``results``."""
+    path, sep, name = str(spec).rpartition(":")
+    if not sep or not name or "/" in name:
+        return Path(spec), "results"
+    return Path(path), name
+
+
+def check_markers(path: str | Path, name: str) -> str:
+    """The text of ``path`` when it holds block ``name``'s markers once each, in order; else :class:`MarkerError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MarkerError(f"{path}: no such file (--into FILE:NAME writes into an existing Markdown file)")
+    text = path.read_text(encoding="utf-8")
+    begin, end = markers(name)
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise MarkerError(
+            f"{path}: block {name!r} needs exactly one {begin} line followed later by one {end} line "
+            f"(found {text.count(begin)} and {text.count(end)}); add them where the table belongs"
+        )
+    return text
+
+
+def write_into(path: str | Path, name: str, block: str) -> Path:
+    """Replace what lies between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in ``path`` with
+    ``block``; the rest of the file is kept byte for byte. Raises :class:`MarkerError` naming the file and the
+    markers to add when they are missing, repeated or out of order."""
+    path = Path(path)
+    text = check_markers(path, name)
+    begin, end = markers(name)
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{block.strip()}\n{end}{tail}", encoding="utf-8")
+    return path
+
+
+def published_block(rows: Sequence[dict[str, Any]], command: str) -> str:
+    """What ``--into`` writes: the command that rewrites it, and the grouped table with its notes."""
+    seeds = sorted({str(r["seed"]) for r in rows})
+    return "\n".join(
+        [
+            f"<!-- written by `{command}`; rerun it to update, do not edit by hand -->",
+            f"{len(rows)} runs, seeds {', '.join(seeds)}; mean ± sample std over seeds.",
+            "",
+            *grouped_markdown(rows),
+        ]
+    )
 
 
 def _common_overrides(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -480,6 +580,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write the tables (default: the first root)"
     )
+    parser.add_argument(
+        "--into",
+        action="append",
+        default=[],
+        metavar="FILE:NAME",
+        help="also write the grouped table between <!-- results:NAME --> and <!-- /results:NAME --> of FILE "
+        "(repeatable; NAME defaults to results)",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         rows = collect(args.roots)
@@ -495,6 +604,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_results(rows, args.out or args.roots[0])
     print(to_markdown(rows).split("## Runs")[0].rstrip())
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    block = published_block(rows, " ".join(["python -m facial_r1.results", *argv]))
+    targets = [parse_into(spec) for spec in args.into]
+    try:
+        for path, name in targets:  # every target's markers checked before any file is touched
+            check_markers(path, name)
+        for path, name in targets:
+            print(f"wrote block {name!r} into {write_into(path, name, block)}")
+    except MarkerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

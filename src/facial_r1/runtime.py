@@ -1,4 +1,5 @@
-"""Process set-up shared by every entry point (train, evaluate, synthesize): torch CPU threads."""
+"""Process set-up shared by every entry point (train, evaluate, synthesize): torch CPU threads, and the machine load
+recorded beside every wall time."""
 
 from __future__ import annotations
 
@@ -38,3 +39,21 @@ def set_threads(cfg: DictConfig) -> None:
     threads = resolve_threads(cfg.get("num_threads"))
     if threads is not None:
         torch.set_num_threads(threads)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS keeps none).
+
+    Recorded at the start and end of every run (``metrics.json`` ``machine``) because a wall time or a wall-clock
+    budget means little without it: a second job on a 2-core machine halves the steps per minute.
+    """
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_record(load_at_start: float | None) -> dict[str, Any]:
+    """``metrics.json``'s ``machine``: the load at the run's start and end and the cores it could use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"load_1m_start": load_at_start, "load_1m_end": load_average(), "cores": cores}

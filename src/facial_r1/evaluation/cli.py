@@ -41,14 +41,14 @@ def evaluate(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from facial_r1.runtime import set_threads
+    from facial_r1.runtime import load_average, machine_record, set_threads
     from facial_r1.tracking.loggers import build_loggers, finish_loggers
     from facial_r1.tracking.media import log_evaluation
     from facial_r1.tracking.naming import run_identity
 
     set_threads(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    started = time.time()
+    started, load_at_start = time.time(), load_average()
     protocol: Protocol = instantiate(cfg.protocol)
     folds = protocol.fold_ids()
     path = cfg.model.get("path")
@@ -77,6 +77,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         metrics, rows = _combine_folds(cfg, protocol, results)
         write_evaluation(run_dir, metrics, rows, metrics.get("emotion_classes"))
     metrics["wall_time_s"] = time.time() - started
+    metrics["machine"] = machine_record(load_at_start)
     write_json_atomic(run_dir / "metrics.json", metrics)
     all_records = [r for _, records in splits for r in records]  # in the order of the rows
     figures = {

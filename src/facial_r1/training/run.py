@@ -24,7 +24,7 @@ from facial_r1.lineage import (
     resolve_ckpt_path,
     resolve_init_from,
 )
-from facial_r1.runtime import set_threads
+from facial_r1.runtime import load_average, machine_record, set_threads
 from facial_r1.tracking.loggers import build_loggers, finish_loggers
 from facial_r1.tracking.naming import run_identity
 from facial_r1.training.checkpoint import StreamingCheckpointIO
@@ -73,7 +73,7 @@ def train(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     check_optimized_metric(cfg.get("optimized_metric"))
     set_threads(cfg)
-    started = time.time()
+    started, load_at_start = time.time(), load_average()
     run_dir = run_dir_from_hydra()
     output_root = str(cfg.paths.output_root)
     stage = cfg.stage
@@ -152,6 +152,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics = final_evaluation(cfg, adapter, prompt, reward, splits, run_dir, loggers, trainer)
         metrics["wall_time_s"] = time.time() - started
         metrics["global_step"] = int(trainer.global_step)
+        metrics["machine"] = machine_record(load_at_start)
         write_json_atomic(run_dir / "metrics.json", metrics)
         write_json_atomic(
             run_dir / RUN_INFO, {**info, "finished": time.time(), "wall_time_s": metrics["wall_time_s"]}
