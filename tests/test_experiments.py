@@ -32,6 +32,7 @@ EXPECTED_STAGE = {
     "sft300_grpo": "grpo",
     "sft300_grpo_synth": "grpo",
     "reward_ablation": "grpo",
+    "grpo_sweep": "grpo",
     "grpo_qwen2_5_vl_7b": "grpo",
     "zero_shot": "evaluate",
     "sft300_affect": "sft",
@@ -136,6 +137,8 @@ def test_every_experiment_trains_the_stage_it_names(tmp_path, tiny_model_dir, su
     train("sft_all_llm_like", *tiny)
     train("sft300_grpo", *tiny)
     train("reward_ablation", *tiny, "reward=format_only", "seed=0", multirun=True)
+    sweep_run = train("grpo_sweep", *tiny, "grpo_variant=beta_0", "seed=0", multirun=True)
+    assert sweep_run.name == "0_beta_0_seed0"
     accepted = synth_rows(tmp_path, "accepted.jsonl", ["a", "b", "c", "d"], 1)
     train(
         "pipeline_round2_sft",
@@ -196,3 +199,63 @@ def test_grpo_module_reads_the_recipe_through_interpolations(cfg_for_train, make
     )
     assert isinstance(module, GRPOModule)  # stage.module builds the stage's class
     assert module.cfg.max_completion_length == 96 and module.micro_batch_size is None
+
+
+# grpo_variant file -> (key, value) pairs it must set in the composed GRPO config (what its comment promises)
+VARIANTS = {
+    "default": {},
+    "lr_1e-4": {"stage.lr": 1e-4},
+    "lr_2e-5": {"stage.lr": 2e-5},
+    "lr_1e-4_cosine": {
+        "stage.lr": 1e-4,
+        "stage.scheduler": "cosine",
+        "stage.warmup_steps": 20,
+        "stage.min_lr_ratio": 0.1,
+    },  # fmt: skip
+    "beta_0": {"stage.objective.beta": 0.0},
+    "g4_b8": {"stage.prompts_per_step": 8, "stage.objective.num_generations": 4},
+    "g16_b2": {"stage.prompts_per_step": 2, "stage.objective.num_generations": 16},
+    "b8": {"stage.prompts_per_step": 8},
+    "dr_grpo": {"stage.objective.loss_aggregation": "dr_grpo", "stage.objective.advantage_scale": "none"},
+    "dapo": {
+        "stage.objective.loss_aggregation": "dapo",
+        "stage.objective.eps_high": 0.28,
+        "stage.objective.zero_std": "resample",
+    },  # fmt: skip
+    "zero_std_resample": {"stage.objective.zero_std": "resample"},
+    "consistency": {"reward.components.consistency.weight": 1.0},
+}
+
+
+def test_the_grpo_sweep_runs_every_variant_file_over_three_seeds():
+    import yaml
+
+    params = yaml.safe_load((EXPERIMENTS / "grpo_sweep.yaml").read_text())["hydra"]["sweeper"]["params"]
+    files = {p.stem for p in (REPO / "conf" / "grpo_variant").glob("*.yaml")}
+    assert set(params["grpo_variant"].split(",")) == files == set(VARIANTS)
+    assert params["seed"] == "0,1,2"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_grpo_variant_changes_what_it_names_and_nothing_else(cfg_for_train, variant):
+    from omegaconf import OmegaConf
+
+    base = cfg_for_train("experiment=grpo_sweep", "grpo_variant=default")
+    cfg = cfg_for_train("experiment=grpo_sweep", f"grpo_variant={variant}")
+    for key, value in VARIANTS[variant].items():
+        assert OmegaConf.select(cfg, key) == value, key
+    # outside what the file names (and the reward group the consistency variant swaps), the run is the baseline
+    keep = ("hydra", "reward") if variant == "consistency" else ("hydra",)
+    flat = lambda c: {k: v for k, v in _flatten(OmegaConf.to_container(c, resolve=False)).items()  # noqa: E731
+                      if not k.startswith(keep)}  # fmt: skip
+    changed = {k for k in flat(cfg).keys() | flat(base).keys() if flat(cfg).get(k) != flat(base).get(k)}
+    assert changed == set(VARIANTS[variant]) - {k for k in VARIANTS[variant] if k.startswith("reward.")}
+
+
+def _flatten(node, prefix=""):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
