@@ -38,7 +38,11 @@ def test_evaluate_on_unlabeled_image_folder(tmp_path: Path, tiny_model_dir: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = list((out / "evaluate").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["num_samples"] == 3 and set(metrics["machine"]) == {"load_1m_start", "load_1m_end", "cores"}
+    assert metrics["num_samples"] == 3 and set(metrics["machine"]) == {
+        "load_1m_start",
+        "load_1m_end",
+        "cores",
+    }
     assert metrics["emotion_acc"] in (0.0, None)  # no labels: nothing to score, and no crash
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all("output" in row for row in rows)
