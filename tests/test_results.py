@@ -400,3 +400,18 @@ def test_into_refuses_missing_or_misordered_markers_and_touches_no_file(
     assert str(bad) in err and "<!-- results:table -->" in err and "<!-- /results:table -->" in err
     assert good.read_text() == "<!-- results:table -->\n<!-- /results:table -->\n"  # checked before writing
     assert results.parse_into("docs/x.md") == (Path("docs/x.md"), "results")
+
+
+def test_columns_narrow_the_markdown_tables_but_not_the_csv(runs_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert results.main([str(runs_root), "--out", str(out), "--columns", "au_f1_micro,emotion_acc"]) == 0
+    markdown = (out / "results.md").read_text()
+    assert (
+        "| seeds | AU F1 micro | emotion acc |" in markdown
+        and "| seed | AU F1 micro | emotion acc |" in markdown
+    )
+    assert "UAR" not in markdown and "wall s" not in markdown
+    assert "emotion_uar_mean" in (out / "results_grouped.csv").read_text()
+    with pytest.raises(SystemExit):
+        results.main([str(runs_root), "--out", str(out), "--columns", "emotion_acc,accuracy"])
+    assert "unknown column(s) accuracy" in capsys.readouterr().err

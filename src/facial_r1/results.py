@@ -17,6 +17,7 @@ Written to ``--out`` (default: the first root):
 ``--into FILE:NAME`` (repeatable) also writes the grouped table, with the command, the seeds and the machine load,
 between the markers ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` of a Markdown file (README.md,
 docs/experiments.md): published tables are the collector's output, rewritten by rerunning the command, never typed.
+``--columns a,b,...`` narrows the Markdown tables (results.md and the blocks) to those metrics; the CSVs keep all.
 
 ``protocol`` is the evaluation protocol metrics.json names (``evaluate.py protocol=...``; ``-`` for runs that name
 none): runs evaluated under different protocols are never one group.
@@ -325,9 +326,11 @@ def _table(header: Sequence[str], lines: Iterable[Sequence[Any]]) -> list[str]:
     return out
 
 
-def _layout(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What both tables show: identity columns, metric columns (the judge and affect ones only where some run has
-    them), each row's variant minus the overrides every row shares."""
+def _layout(
+    rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]], columns: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """What both tables show: identity columns, metric columns (``columns`` in that order, else every metric, the
+    judge and affect ones only where some run has them), each row's variant minus the overrides every row shares."""
     common = _common_overrides(rows)
     shown = {id(r): " ".join(o for o in r["variant"].split() if o not in common) for r in [*rows, *groups]}
     show_variant = any(shown.values())
@@ -339,9 +342,19 @@ def _layout(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]]) ->
         if (m != "judge_score" or judges)
         and (m not in AFFECT_METRICS or any(r.get(m) is not None for r in rows))
     ]
+    if columns:
+        metrics = list(check_columns(columns))
     ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else [])]
     return {"common": common, "shown": shown, "show_variant": show_variant, "judges": judges, "metrics": metrics,
             "ident": ident}  # fmt: skip
+
+
+def check_columns(columns: Sequence[str]) -> Sequence[str]:
+    """``columns`` when each is one of :data:`METRICS`; else ValueError listing them."""
+    unknown = [c for c in columns if c not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown column(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    return columns
 
 
 def load_note(rows: Sequence[dict[str, Any]]) -> str:
@@ -355,12 +368,14 @@ def load_note(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def grouped_markdown(
-    rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None
+    rows: Sequence[dict[str, Any]],
+    groups: Sequence[dict[str, Any]] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> list[str]:
     """The grouped table (mean ± std over seeds) with what a reader needs beside it: a warning when the held-out
     splits differ, the overrides every run shares, the machine load."""
     groups = group_rows(rows) if groups is None else groups
-    layout = _layout(rows, groups)
+    layout = _layout(rows, groups, columns)
     metrics, shown = layout["metrics"], layout["shown"]
     lines: list[str] = []
     evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
@@ -388,13 +403,18 @@ def grouped_markdown(
     return lines
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]] | None = None) -> str:
-    """``results.md``: the grouped table (mean ± std over seeds) and the per-run table."""
+def to_markdown(
+    rows: Sequence[dict[str, Any]],
+    groups: Sequence[dict[str, Any]] | None = None,
+    columns: Sequence[str] | None = None,
+) -> str:
+    """``results.md``: the grouped table (mean ± std over seeds) and the per-run table (metric ``columns`` only,
+    when given)."""
     check_one_judge(rows)
     groups = group_rows(rows) if groups is None else groups
-    layout = _layout(rows, groups)
+    layout = _layout(rows, groups, columns)
     metrics, shown, judges = layout["metrics"], layout["shown"], layout["judges"]
-    lines = ["# Results", "", "## Mean ± std over seeds", "", *grouped_markdown(rows, groups)]
+    lines = ["# Results", "", "## Mean ± std over seeds", "", *grouped_markdown(rows, groups, columns)]
     lines += ["", "## Runs", ""]
     lines += _table(
         ["run", *layout["ident"], "seed", *(HEADERS[m] for m in metrics)],
@@ -471,7 +491,9 @@ def write_into(path: str | Path, name: str, block: str) -> Path:
     return path
 
 
-def published_block(rows: Sequence[dict[str, Any]], command: str) -> str:
+def published_block(
+    rows: Sequence[dict[str, Any]], command: str, columns: Sequence[str] | None = None
+) -> str:
     """What ``--into`` writes: the command that rewrites it, and the grouped table with its notes."""
     seeds = sorted({str(r["seed"]) for r in rows})
     return "\n".join(
@@ -479,7 +501,7 @@ def published_block(rows: Sequence[dict[str, Any]], command: str) -> str:
             f"<!-- written by `{command}`; rerun it to update, do not edit by hand -->",
             f"{len(rows)} runs, seeds {', '.join(seeds)}; mean ± sample std over seeds.",
             "",
-            *grouped_markdown(rows),
+            *grouped_markdown(rows, columns=columns),
         ]
     )
 
@@ -500,8 +522,11 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
 
 
-def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv`` and ``results_grouped.csv`` into ``out_dir``; returns their paths."""
+def write_results(
+    rows: Sequence[dict[str, Any]], out_dir: str | Path, columns: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """Write ``results.md`` (metric ``columns`` only, when given), ``results.csv`` and ``results_grouped.csv`` (every
+    metric) into ``out_dir``; returns their paths."""
     check_one_judge(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -511,7 +536,7 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[s
         "runs_csv": out_dir / "results.csv",
         "grouped_csv": out_dir / "results_grouped.csv",
     }
-    paths["markdown"].write_text(to_markdown(rows, groups), encoding="utf-8")
+    paths["markdown"].write_text(to_markdown(rows, groups, columns), encoding="utf-8")
     _write_csv(paths["runs_csv"], RUN_COLUMNS, rows)
     stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     _write_csv(paths["grouped_csv"], [*IDENTITY, "seeds", "runs", *stats], groups)
@@ -588,8 +613,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also write the grouped table between <!-- results:NAME --> and <!-- /results:NAME --> of FILE "
         "(repeatable; NAME defaults to results)",
     )
+    parser.add_argument(
+        "--columns",
+        default=None,
+        help="comma list of the metrics the Markdown tables show, in order (e.g. emotion_acc,au_f1_micro,"
+        "consistency_rate); the CSV files keep every metric",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    if columns:
+        try:
+            check_columns(columns)
+        except ValueError as err:
+            parser.error(str(err))
     try:
         rows = collect(args.roots)
     except MixedJudgesError as err:
@@ -601,10 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    paths = write_results(rows, args.out or args.roots[0])
-    print(to_markdown(rows).split("## Runs")[0].rstrip())
+    paths = write_results(rows, args.out or args.roots[0], columns)
+    print(to_markdown(rows, columns=columns).split("## Runs")[0].rstrip())
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
-    block = published_block(rows, " ".join(["python -m facial_r1.results", *argv]))
+    block = published_block(rows, " ".join(["python -m facial_r1.results", *argv]), columns)
     targets = [parse_into(spec) for spec in args.into]
     try:
         for path, name in targets:  # every target's markers checked before any file is touched
