@@ -368,7 +368,7 @@ def test_into_rewrites_only_the_named_block_and_is_repeatable(
     ]
     assert results.main(argv) == 0
     text = readme.read_text()
-    assert text.startswith("intro\n<!-- results:table -->\n<!-- written by `python -m facial_r1.results ")
+    assert text.startswith("intro\n<!-- results:table -->\nWritten by `python -m facial_r1.results ")
     assert text.endswith("<!-- /results:table -->\noutro\n") and "old table" not in text
     assert "| sft300_grpo | grpo | au_acc_format | - | test (n=500) |  | 0 1 | 0.600 ± 0.141 |" in text
     assert "Machine load: not recorded by these runs." in text and "4 runs, seeds 0, 1" in text

@@ -498,8 +498,8 @@ def published_block(
     seeds = sorted({str(r["seed"]) for r in rows})
     return "\n".join(
         [
-            f"<!-- written by `{command}`; rerun it to update, do not edit by hand -->",
-            f"{len(rows)} runs, seeds {', '.join(seeds)}; mean ± sample std over seeds.",
+            f"Written by `{command}` (rerun it to update; do not edit by hand). {len(rows)} runs, seeds "
+            f"{', '.join(seeds)}; mean ± sample std over seeds.",
             "",
             *grouped_markdown(rows, columns=columns),
         ]
