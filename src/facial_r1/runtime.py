@@ -24,7 +24,7 @@ def resolve_threads(value: Any, env: dict[str, str] | None = None, cores: int | 
     if env.get("OMP_NUM_THREADS", "").strip().isdigit():
         return max(1, int(env["OMP_NUM_THREADS"]))
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
     return max(1, min(cores, AUTO_MAX_THREADS))
 
 
@@ -55,5 +55,9 @@ def load_average() -> float | None:
 
 def machine_record(load_at_start: float | None) -> dict[str, Any]:
     """``metrics.json``'s ``machine``: the load at the run's start and end and the cores it could use."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"load_1m_start": load_at_start, "load_1m_end": load_average(), "cores": cores}
+    return {"load_1m_start": load_at_start, "load_1m_end": load_average(), "cores": usable_cores()}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
