@@ -101,6 +101,60 @@ def test_parse_args_splits_hydra_overrides_after_the_double_dash(tmp_path):
     assert pipeline.parse_args([]).overrides == []
 
 
+def test_ablation_stages_follow_the_chain_in_table_order_and_start_where_their_row_says():
+    every = pipeline.build_stages(2, "latest", "all")
+    names = [s.name for s in every]
+    assert names[:8] == [s.name for s in pipeline.build_stages(2)]  # the chain first, unchanged
+    assert names[8:] == [
+        "zero_shot", "sft_300_llm_like", "sft_all", "sft_all_noisy", "sft_all_llm_like",
+        "sft300_grpo_acc_format", "sft300_grpo_au_format", "sft300_grpo_au_acc_format_consistency",
+    ]  # fmt: skip
+    by_name = {s.name: s for s in every}
+    for name in ("sft300_grpo_acc_format", "sft300_grpo_au_format", "sft300_grpo_au_acc_format_consistency"):
+        assert by_name[name].init_from == "sft_300" and by_name[name].kind == "grpo"
+        reward = name.removeprefix("sft300_grpo_")
+        assert (REPO / "conf" / "reward" / f"{reward}.yaml").is_file()
+    for stage in pipeline.ABLATION:  # every experiment exists; the SFT rows start from the base model
+        experiment = next(a for a in stage.args if "experiment=" in a).split("=")[1]
+        assert (REPO / "conf" / "experiment" / f"{experiment}.yaml").is_file()
+        assert stage.init_from is None or stage.kind == "grpo"
+    # a subset keeps table order, whatever the order asked; none / unknown
+    subset = pipeline.ablation_stages("sft_all,zero_shot")
+    assert [s.name for s in subset] == ["zero_shot", "sft_all"]
+    assert pipeline.ablation_stages("none") == pipeline.ablation_stages(None) == ()
+    with pytest.raises(PipelineError, match="ablation=sft_al: allowed values are all, none or zero_shot"):
+        pipeline.ablation_stages("sft_al")
+
+
+def test_zero_shot_stage_evaluates_the_untrained_model_with_eval_overrides(tmp_path):
+    zero_shot = pipeline.ablation_stages("zero_shot")[0]
+    command = stage_command(zero_shot, tmp_path / "run", tmp_path, 1, {}, ["eval:limit=5", "train:logger=csv",
+                            "zero_shot:split=val", "num_threads=1"], resume=True)  # fmt: skip
+    assert command[1] == "evaluate.py" and "+experiment=zero_shot" in command
+    assert not any(a.startswith(("model.init_from=", "ckpt_path=")) for a in command)
+    assert command[-3:] == ["limit=5", "split=val", "num_threads=1"]  # train:... is not for it
+    assert zero_shot.task == "evaluate"
+    assert not pipeline.is_finished(zero_shot, tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    assert pipeline.is_finished(zero_shot, tmp_path) and pipeline.output_of(zero_shot, tmp_path) == tmp_path
+
+
+def test_bad_ablation_columns_or_into_stop_before_any_stage(tmp_path, monkeypatch):
+    args = pipeline.parse_args(["ablation=sft_all,zero_shot", "--columns", "emotion_acc,au_f1_micro"])
+    assert args.ablation == "sft_all,zero_shot" and args.columns == ["emotion_acc", "au_f1_micro"]
+    for bad in (["ablation=sft_al"], ["--columns", "emotion_accuracy"]):
+        with pytest.raises(SystemExit):
+            pipeline.parse_args(bad)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a stage ran")
+
+    monkeypatch.setattr(pipeline, "run_pipeline", must_not_run)
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers here\n")
+    assert pipeline.main(["--out-root", str(tmp_path), "--into", f"{doc}:ablation"]) == 1
+
+
 def test_round2_refuses_an_empty_round(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "counts": {"accepted": 0}}))
     with pytest.raises(PipelineError, match="accepted no sample"):
@@ -185,6 +239,25 @@ def test_quick_pipeline_chains_every_stage_and_resumes(tmp_path, tiny_model_dir,
     assert sft2["dataset"]["keep_sft"] == 32
     assert "duplicate_across_rounds" in (run2["sft_synth_round2"] / "train.log").read_text()
     assert card("sft_synth_round1")["init_from"] == str(run["sft300_grpo"] / "model")  # round_init=latest
+
+    # ablation=zero_shot adds that row after the finished chain; --into writes the final table into a document
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Results\n\n<!-- results:ablation -->\nold\n<!-- /results:ablation -->\ntail\n")
+    proc = _run_pipeline(out_root, env, "rounds=2", "ablation=zero_shot", "--into", f"{doc}:ablation",
+                         "--columns", "emotion_acc,au_f1_micro")  # fmt: skip
+    assert proc.stderr.count("skipped") == 8, proc.stderr[-3000:]
+    stages = json.loads((out_root / "pipeline.json").read_text())["stages"]
+    assert (
+        list(stages)[8:] == ["zero_shot"] and Path(stages["zero_shot"]["run_dir"]).parent.name == "evaluate"
+    )
+    rows = {r["experiment"]: r for r in results.collect([out_root])}
+    assert rows["zero_shot"]["stage"] == "zero-shot" and rows["zero_shot"]["n_eval"] == 8
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("<!-- /results:ablation -->\ntail\n")
+    assert (
+        "Written by `python -m facial_r1.pipeline --out-root" in text and "| zero_shot | zero-shot |" in text
+    )
+    assert "AU F1 micro" in text and "UAR" not in text  # --columns
 
 
 @pytest.mark.slow

@@ -1,12 +1,13 @@
 """The paper's pipeline in one command: SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x rounds, resumable.
 
-    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [--out-root DIR] [--seed N | --seeds 0,1,2]
-                                 [--quick] [-- override ...]
+    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [ablation=all|NAME,...] [--out-root DIR]
+                                 [--seed N | --seeds 0,1,2] [--columns a,b] [--into FILE:NAME] [--quick]
+                                 [-- override ...]
 
-Each stage is its own entry point (``train.py`` / ``synthesize.py``) in a subprocess, started from an earlier
-stage's export with an explicit ``model.init_from`` (never ``latest_*``: other runs may share the output root), all
-under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, and each stage's
-run folder is a row of the results table named by the stage (``run_name``):
+Each stage is its own entry point (``train.py`` / ``synthesize.py`` / ``evaluate.py``) in a subprocess, started from
+an earlier stage's export with an explicit ``model.init_from`` (never ``latest_*``: other runs may share the output
+root), all under one ``paths.output_root``. The stages are the ablation experiments of ``conf/experiment/``, and each
+stage's run folder is a row of the results table named by the stage (``run_name``):
 
 ===================  =============  ==================================================  ==========================
 stage                entry point    starts from                                         config
@@ -21,25 +22,45 @@ sft_synth_round<r>   train.py       ``round_init``: base = the untrained model, 
 grpo_synth_round<r>  train.py       sft_synth_round<r>'s export                         experiment=sft300_grpo_synth
 ===================  =============  ==================================================  ==========================
 
-for r = 1 .. ``rounds`` (default 1). The round's data recipe lives in ``experiment=pipeline_round2_sft`` and
-``dataset=synth`` (:mod:`facial_r1.synthesis.rounds`): the accepted rows of every round so far, deduped by face
-(latest round wins), AU-only and emotion-only rows kept, the original SFT-300 teacher rows kept (with their
-instruction rows, ``stage.instruction_rows``), the accepted rows capped per class.
+for r = 1 .. ``rounds`` (default 1), then the ablation table's other rows when ``ablation`` names them (``all``, or a
+comma list; default none), each one change against a chain stage:
+
+================================  ===========  ================================  ===================================
+stage                             entry point  starts from                       config
+================================  ===========  ================================  ===================================
+zero_shot                         evaluate.py  the embedded tiny model           +experiment=zero_shot
+sft_300_llm_like                  train.py     the embedded tiny model           experiment=sft_300_llm_like
+sft_all, sft_all_noisy,           train.py     the embedded tiny model           experiment=<the stage's name>
+sft_all_llm_like
+sft300_grpo_<reward> (acc_format, train.py     sft_300's export                  experiment=sft300_grpo reward=<..>
+au_format,
+au_acc_format_consistency)
+================================  ===========  ================================  ===================================
+
+So one command runs the whole ablation table over three seeds and writes it into the docs (``--columns`` /
+``--into`` as ``python -m facial_r1.results``; README "The flywheel and the reward ablation" has the command).
+
+The round's data recipe lives in ``experiment=pipeline_round2_sft`` and ``dataset=synth``
+(:mod:`facial_r1.synthesis.rounds`): the accepted rows of every round so far, deduped by face (latest round wins),
+AU-only and emotion-only rows kept, the original SFT-300 teacher rows kept (with their instruction rows,
+``stage.instruction_rows``), the accepted rows capped per class.
 
 ``<out-root>/pipeline.json`` records each stage's command, run folder and status. Rerunning the same command skips
-finished stages (export card and ``metrics.json``, or a complete synthesis manifest) and resumes an interrupted one
-in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its ``accepted``/``rejected`` files); a
-rerun with a larger ``rounds`` continues after the last finished round. At the end ``results.md`` / ``results.csv``
-(:mod:`facial_r1.results`) are written to the out root. ``--seeds 0,1,2`` runs one chain per seed in
-``<out-root>/seed<N>`` (each resumable on its own) and writes one table over all of them, mean +- sd per stage.
+finished stages (export card and ``metrics.json``, a complete synthesis manifest, or an evaluation's metrics) and
+resumes an interrupted one in its own folder (training from ``checkpoints/last.ckpt``, synthesis from its
+``accepted``/``rejected`` files); a rerun with a larger ``rounds`` continues after the last finished round, one with
+more ``ablation`` stages adds them. At the end ``results.md`` / ``results.csv`` (:mod:`facial_r1.results`) are
+written to the out root. ``--seeds 0,1,2`` runs one chain per seed in
+``<out-root>/seed<N>`` (each resumable on its own) and writes one table over all of them, mean +- sd per stage;
+``--columns`` / ``--into`` apply to that final table (``--into``'s markers are checked before any stage runs).
 
-Overrides after ``--`` go to every stage; ``<selector>:key=value`` to some, selector = ``train`` (both scripts'
-training stages), ``sft``, ``grpo``, ``synth`` or a stage name, e.g. ``-- dataset.n_test=200 grpo:trainer.max_time=null
-sft_synth_round1:dataset.balance=none``. The round SFTs train on ``dataset=synth``, whose held-out splits come from
-``dataset.eval_source``: plain ``dataset.<key>`` overrides are passed there as ``dataset.eval_source.<key>`` (keys of
-dataset=synth itself stay) so every stage evaluates on the same test split. ``--quick`` adds tiny budgets (a few
-steps, 64 training faces, synthesis checks off so the untrained model's responses form a round) for tests: the whole
-chain in about a minute.
+Overrides after ``--`` go to every stage; ``<selector>:key=value`` to some, selector = ``train`` (every train.py
+stage), ``sft``, ``grpo``, ``synth``, ``eval`` or a stage name, e.g. ``-- dataset.n_test=200
+grpo:trainer.max_time=null sft_synth_round1:dataset.balance=none``. The round SFTs train on ``dataset=synth``, whose
+held-out splits come from ``dataset.eval_source``: plain ``dataset.<key>`` overrides are passed there as
+``dataset.eval_source.<key>`` (keys of dataset=synth itself stay) so every stage evaluates on the same test split.
+``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained model's responses
+form a round) for tests: the whole chain in about a minute.
 """
 
 from __future__ import annotations
@@ -58,6 +79,16 @@ from typing import Any
 
 from facial_r1.files import write_json_atomic
 from facial_r1.lineage import EXPORT_CARD
+from facial_r1.results import (
+    MarkerError,
+    check_columns,
+    check_markers,
+    collect,
+    parse_into,
+    published_block,
+    write_into,
+    write_results,
+)
 from facial_r1.synthesis.store import MANIFEST
 
 log = logging.getLogger("facial_r1.pipeline")
@@ -69,25 +100,65 @@ STATE_FILE = "pipeline.json"
 @dataclass(frozen=True)
 class Stage:
     name: str  # run_name: the run folder's suffix and the results table's row
-    kind: str  # sft | grpo | synth
+    kind: str  # sft | grpo | synth | eval
     args: tuple[str, ...]  # the stage's experiment and fixed settings
     init_from: str | None = None  # the stage whose export this one starts from (None: the base model)
     data_from: tuple[str, ...] = ()  # the synthesis stages whose accepted samples this one trains on
 
     @property
     def script(self) -> str:
-        return "synthesize.py" if self.kind == "synth" else "train.py"
+        return {"synth": "synthesize.py", "eval": "evaluate.py"}.get(self.kind, "train.py")
 
     @property
     def task(self) -> str:  # the entry point's task_name: <output_root>/<task>/<time>_<name>
-        return "synthesize" if self.kind == "synth" else "train"
+        return {"synth": "synthesize", "eval": "evaluate"}.get(self.kind, "train")
 
 
 ROUND_INITS = ("base", "sft300", "latest")  # where each round's SFT starts (module docstring)
 
+# The ablation table's other rows (``ablation=all`` or a comma list of these names), run after the chain in the same
+# out root and seed: each changes one thing against a chain stage, so the table compares like with like.
+ABLATION = (
+    # the untrained model, greedy: seed-independent, so every chain's copy is the same row
+    Stage("zero_shot", "eval", ("+experiment=zero_shot",)),
+    Stage("sft_300_llm_like", "sft", ("experiment=sft_300_llm_like",)),  # sft_300 with the LLM-like teacher
+    Stage("sft_all", "sft", ("experiment=sft_all",)),  # every training face, the clean template teacher
+    Stage("sft_all_noisy", "sft", ("experiment=sft_all_noisy",)),
+    Stage("sft_all_llm_like", "sft", ("experiment=sft_all_llm_like",)),
+    # the reward ablation: sft300_grpo (reward au_acc_format) with another reward, from the same SFT-300 export
+    *(
+        Stage(
+            f"sft300_grpo_{reward}",
+            "grpo",
+            ("experiment=sft300_grpo", f"reward={reward}"),
+            init_from="sft_300",
+        )
+        for reward in ("acc_format", "au_format", "au_acc_format_consistency")
+    ),
+)
 
-def build_stages(rounds: int = 1, round_init: str = "latest") -> tuple[Stage, ...]:
-    """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``."""
+
+def ablation_stages(spec: str | Sequence[str] | None) -> tuple[Stage, ...]:
+    """The ablation stages named by ``spec``: None / "" / "none" = none, "all" = every one, else a comma list."""
+    if not spec or spec == "none":
+        return ()
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    known = {s.name: s for s in ABLATION}
+    if names == ["all"]:
+        return ABLATION
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise PipelineError(
+            f"ablation={','.join(unknown)}: allowed values are all, none or {', '.join(known)}"
+        )
+    return tuple(s for s in ABLATION if s.name in names)  # table order, whatever the order asked
+
+
+def build_stages(
+    rounds: int = 1, round_init: str = "latest", ablation: str | Sequence[str] | None = None
+) -> tuple[Stage, ...]:
+    """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``;
+    then the ``ablation`` stages (:func:`ablation_stages`)."""
     if int(rounds) < 0:
         raise PipelineError(f"rounds={rounds}: must be >= 0")
     if round_init not in ROUND_INITS:
@@ -112,7 +183,7 @@ def build_stages(rounds: int = 1, round_init: str = "latest") -> tuple[Stage, ..
             Stage(grpo, "grpo", ("experiment=sft300_grpo_synth",), init_from=sft),
         ]
         previous = grpo
-    return tuple(stages)
+    return (*stages, *ablation_stages(ablation))
 
 
 STAGES = build_stages()  # the default chain (one round, each round's SFT from the latest export)
@@ -144,6 +215,8 @@ QUICK = (
     "synth:progress=false",
     "synth:checks.enforce=[]",
     "synth:generation.max_new_tokens=32",
+    "eval:max_new_tokens=32",
+    "eval:bootstrap.resamples=0",
 )
 
 # Keys of dataset=synth itself (conf/dataset/synth.yaml); any other dataset.<key> belongs to its eval_source.
@@ -173,12 +246,12 @@ class PipelineError(RuntimeError):
 # ---- overrides ----------------------------------------------------------------------------------------------------
 
 
-_KINDS = ("sft", "grpo", "synth")
+_KINDS = ("sft", "grpo", "synth", "eval")
 
 
 def _known_selector(selector: str) -> bool:
-    """``train``, a stage kind, or a stage name of any number of rounds (``synth_round3``)."""
-    if selector in {"train", *_KINDS, "sft_300", "sft300_grpo"}:
+    """``train``, a stage kind, or a stage name (of any number of rounds: ``synth_round3``; or an ablation's)."""
+    if selector in {"train", *_KINDS, "sft_300", "sft300_grpo", *(s.name for s in ABLATION)}:
         return True
     for prefix in ("synth_round", "sft_synth_round", "grpo_synth_round"):
         if selector.startswith(prefix) and selector[len(prefix) :].isdigit():
@@ -199,8 +272,9 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
         if sep and "=" not in selector:  # "sel:key=value"; a plain value may contain ":" (times, URLs)
             if not _known_selector(selector):
                 raise PipelineError(
-                    f"override {item!r}: unknown selector {selector!r}; use train, sft, grpo, synth or a stage "
-                    "name (sft_300, sft300_grpo, synth_round<r>, sft_synth_round<r>, grpo_synth_round<r>)"
+                    f"override {item!r}: unknown selector {selector!r}; use train, sft, grpo, synth, eval or a "
+                    "stage name (sft_300, sft300_grpo, synth_round<r>, sft_synth_round<r>, grpo_synth_round<r>, "
+                    "an ablation stage)"
                 )
             if selector not in _selectors(stage):
                 continue
@@ -221,16 +295,19 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
 
 
 def is_finished(stage: Stage, run_dir: Path) -> bool:
-    """A training run is finished once it exported and evaluated; a synthesis run once its manifest says so."""
+    """A training run is finished once it exported and evaluated; a synthesis run once its manifest says so; an
+    evaluation once it wrote its metrics."""
     if stage.kind == "synth":
         manifest = run_dir / MANIFEST
         return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+    if stage.kind == "eval":
+        return (run_dir / "metrics.json").is_file()
     return (run_dir / "model" / EXPORT_CARD).is_file() and (run_dir / "metrics.json").is_file()
 
 
 def output_of(stage: Stage, run_dir: Path) -> Path:
-    """What the next stage reads: a training run's export folder, a synthesis run's folder."""
-    return run_dir if stage.kind == "synth" else run_dir / "model"
+    """What the next stage reads: a training run's export folder, a synthesis or evaluation run's folder."""
+    return run_dir if stage.kind in ("synth", "eval") else run_dir / "model"
 
 
 def accepted_count(synth_run: Path) -> int:
@@ -280,14 +357,19 @@ def run_pipeline(
     env: dict[str, str] | None = None,
     rounds: int = 1,
     round_init: str = "latest",
+    ablation: str | Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    into: Sequence[str] = (),
+    results_command: str = "",
 ) -> dict[str, Any]:
     """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``.
 
-    A rerun with more ``rounds`` continues a finished chain; changing ``round_init`` or the seed under one out root
-    is refused (the finished stages were made with the old value).
+    A rerun with more ``rounds`` or more ``ablation`` stages continues a finished chain; changing ``round_init`` or
+    the seed under one out root is refused (the finished stages were made with the old value). ``columns`` / ``into``
+    / ``results_command``: the results table's (:func:`_write_results`).
     """
     out_root = Path(out_root).expanduser().resolve()
-    stages = build_stages(rounds, round_init)
+    stages = build_stages(rounds, round_init, ablation)
     state = load_state(out_root)
     for key, value in (("round_init", round_init), ("seed", seed)):
         if state["stages"] and state.get(key, value) != value:
@@ -298,7 +380,7 @@ def run_pipeline(
     budget = [*QUICK, *(f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from)] if quick else []
     all_overrides = [*budget, *overrides]
     state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides), rounds=int(rounds),
-                 round_init=round_init)  # fmt: skip
+                 round_init=round_init, ablation=[s.name for s in ablation_stages(ablation)])  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     # The stages run this checkout's code (its train.py imports facial_r1 from src/), whatever is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
@@ -337,7 +419,7 @@ def run_pipeline(
         record["output"] = str(output_of(stage, run_dir))
         inputs[stage.name] = output_of(stage, run_dir)
         save_state(out_root, state)
-    _write_results(out_root)
+    _write_results(out_root, columns, into, results_command)
     return state
 
 
@@ -351,12 +433,20 @@ def _check_inputs(stage: Stage, inputs: dict[str, Path]) -> None:
             )
 
 
-def _write_results(out_root: Path) -> None:
-    from facial_r1.results import collect, write_results
-
+def _write_results(
+    out_root: Path, columns: Sequence[str] | None = None, into: Sequence[str] = (), command: str = ""
+) -> None:
+    """``results.md`` / ``.csv`` in ``out_root``; with ``into`` (``FILE:NAME``), also the grouped table in those
+    files' marked blocks, naming ``command`` as what rewrites it (as ``python -m facial_r1.results --into``)."""
     rows = collect([out_root])
-    paths = write_results(rows, out_root)
+    targets = [parse_into(spec) for spec in into]
+    for path, name in targets:  # every target's markers checked before anything is written
+        check_markers(path, name)
+    paths = write_results(rows, out_root, columns)
     log.info("results: %s", ", ".join(str(p) for p in paths.values()))
+    block = published_block(rows, command, columns)
+    for path, name in targets:
+        log.info("wrote block %r into %s", name, write_into(path, name, block))
 
 
 # ---- command line -------------------------------------------------------------------------------------------------
@@ -384,33 +474,55 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--round-init", choices=ROUND_INITS, default="latest", help="where each round's SFT starts: "
                         "base (the untrained model), sft300 (the SFT-300 export) or latest (the export that "
                         "synthesised the round; default). `round_init=base` works too")  # fmt: skip
+    parser.add_argument("--ablation", default=None, help="the ablation table's other rows after the chain: all, or "
+                        f"a comma list of {', '.join(s.name for s in ABLATION)} (default none)")  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true", help="tiny budgets: the whole chain in about a minute"
     )
+    parser.add_argument("--into", action="append", default=[], metavar="FILE:NAME", help="also write the final "
+                        "grouped table between <!-- results:NAME --> and <!-- /results:NAME --> of FILE "
+                        "(repeatable; as python -m facial_r1.results --into)")  # fmt: skip
+    parser.add_argument("--columns", default=None, help="comma list of the metrics results.md and the --into "
+                        "blocks show (as python -m facial_r1.results --columns); the CSV files keep every "
+                        "metric")  # fmt: skip
     # `rounds=2` / `round_init=base` (Hydra-style, as the stages take theirs) mean --rounds / --round-init.
     argv = [f"--{a.split('=', 1)[0].replace('_', '-')}={a.split('=', 1)[1]}" if a.split("=", 1)[0] in
-            ("rounds", "round_init", "seed", "seeds") else a for a in argv]  # fmt: skip
+            ("rounds", "round_init", "seed", "seeds", "ablation") else a for a in argv]  # fmt: skip
     args = parser.parse_args(argv)
     args.overrides = overrides
+    args.columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    try:
+        ablation_stages(args.ablation)
+        if args.columns:
+            check_columns(args.columns)
+    except (PipelineError, ValueError) as err:  # before any stage runs, not hours later
+        parser.error(str(err))
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    kwargs = dict(quick=args.quick, overrides=args.overrides, rounds=args.rounds, round_init=args.round_init)
+    kwargs = dict(quick=args.quick, overrides=args.overrides, rounds=args.rounds, round_init=args.round_init,
+                  ablation=args.ablation)  # fmt: skip
+    # The final table (per chain, or over the seeds' chains with --seeds) is the one --columns / --into apply to.
+    command = " ".join(["python -m facial_r1.pipeline", *argv])
+    table = dict(columns=args.columns, into=args.into, results_command=command)
     try:
+        for path, name in (parse_into(spec) for spec in args.into):  # fail now, not after hours of training
+            check_markers(path, name)
         for seed in seeds:
             root = args.out_root / f"seed{seed}" if args.seeds else args.out_root
-            state = run_pipeline(root, seed=seed, **kwargs)
+            state = run_pipeline(root, seed=seed, **kwargs, **({} if args.seeds else table))
             for name, record in state["stages"].items():
                 print(f"seed {seed}  {name:20s} {record['status']:8s} {record['run_dir']}")
-    except PipelineError as err:
+        if args.seeds:  # one table: mean +- sd over the seeds per stage
+            _write_results(args.out_root.expanduser().resolve(), args.columns, args.into, command)
+    except (PipelineError, MarkerError) as err:
         log.error("%s", err)
         return 1
-    if args.seeds:
-        _write_results(args.out_root.expanduser().resolve())  # one table: mean +- sd over the seeds per stage
     return 0
 
 
