@@ -131,6 +131,15 @@ def test_run_records_rejects_with_reasons(tmp_path, monkeypatch):
     assert {r["meta_info"]["synthesis"]["round"] for r in read_jsonl(run / "rejected.jsonl")} == {4}
 
 
+def test_offset_and_limit_pick_a_window_of_the_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeAdapter, "behaviour", "never")
+    run = tmp_path / "run"
+    run_synthesis(compose_synthesis(tmp_path, "max_retries=0", "offset=2", "limit=3"), run)
+    assert [sample_key(r) for r in read_jsonl(run / "rejected.jsonl")] == [f"toy/train00{i}" for i in (2, 3, 4)]
+    with pytest.raises(ValueError, match="offset=-1: must be >= 0"):
+        run_synthesis(compose_synthesis(tmp_path, "offset=-1"), tmp_path / "run2")
+
+
 def test_an_unreadable_image_rejects_its_sample_and_the_run_goes_on(tmp_path, monkeypatch):
     cfg = compose_synthesis(tmp_path, "limit=4")
     (tmp_path / "data" / "img" / "train1.png").write_bytes(b"not an image")

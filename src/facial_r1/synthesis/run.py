@@ -76,7 +76,7 @@ class Plan:
     checks: Any  # CheckConfig
     source_name: str
     records: list[dict[str, Any]]  # the whole split
-    eligible: list[dict[str, Any]]  # labelled samples (of either kind), after `limit`
+    eligible: list[dict[str, Any]]  # labelled samples (of either kind), after `offset` and `limit`
     provenance: dict[str, Any]  # stored in every row's meta_info["synthesis"]
     fingerprint: dict[str, Any]
 
@@ -105,6 +105,10 @@ def plan_session(cfg: DictConfig, run_dir: Path, previous: dict[str, Any]) -> Pl
     source = build_source(cfg.dataset)
     records = require_records(source, str(cfg.split), source.records(str(cfg.split)), "synthesise from")
     eligible = [r for r in records if r.get("AUs") is not None or r.get("labels")]
+    offset = int(cfg.get("offset") or 0)
+    if offset < 0:
+        raise ValueError(f"offset={offset}: must be >= 0 (labelled samples of the split to skip)")
+    eligible = eligible[offset:]  # a window of faces: later rounds can see new ones at equal cost
     if cfg.get("limit") is not None:
         eligible = eligible[: int(cfg.limit)]
     provenance = {
