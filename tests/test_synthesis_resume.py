@@ -135,7 +135,9 @@ def test_offset_and_limit_pick_a_window_of_the_split(tmp_path, monkeypatch):
     monkeypatch.setattr(FakeAdapter, "behaviour", "never")
     run = tmp_path / "run"
     run_synthesis(compose_synthesis(tmp_path, "max_retries=0", "offset=2", "limit=3"), run)
-    assert [sample_key(r) for r in read_jsonl(run / "rejected.jsonl")] == [f"toy/train00{i}" for i in (2, 3, 4)]
+    assert [sample_key(r) for r in read_jsonl(run / "rejected.jsonl")] == [
+        f"toy/train00{i}" for i in (2, 3, 4)
+    ]
     with pytest.raises(ValueError, match="offset=-1: must be >= 0"):
         run_synthesis(compose_synthesis(tmp_path, "offset=-1"), tmp_path / "run2")
 
