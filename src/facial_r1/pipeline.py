@@ -81,12 +81,11 @@ from facial_r1.files import write_json_atomic
 from facial_r1.lineage import EXPORT_CARD
 from facial_r1.results import (
     MarkerError,
+    check_blocks,
     check_columns,
-    check_markers,
     collect,
-    parse_into,
     published_block,
-    write_into,
+    write_blocks,
     write_results,
 )
 from facial_r1.synthesis.store import MANIFEST
@@ -439,14 +438,10 @@ def _write_results(
     """``results.md`` / ``.csv`` in ``out_root``; with ``into`` (``FILE:NAME``), also the grouped table in those
     files' marked blocks, naming ``command`` as what rewrites it (as ``python -m facial_r1.results --into``)."""
     rows = collect([out_root])
-    targets = [parse_into(spec) for spec in into]
-    for path, name in targets:  # every target's markers checked before anything is written
-        check_markers(path, name)
     paths = write_results(rows, out_root, columns)
     log.info("results: %s", ", ".join(str(p) for p in paths.values()))
-    block = published_block(rows, command, columns)
-    for path, name in targets:
-        log.info("wrote block %r into %s", name, write_into(path, name, block))
+    for name, path in write_blocks(into, published_block(rows, command, columns)):
+        log.info("wrote block %r into %s", name, path)
 
 
 # ---- command line -------------------------------------------------------------------------------------------------
@@ -511,8 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m facial_r1.pipeline", *argv])
     table = dict(columns=args.columns, into=args.into, results_command=command)
     try:
-        for path, name in (parse_into(spec) for spec in args.into):  # fail now, not after hours of training
-            check_markers(path, name)
+        check_blocks(args.into)  # fail now, not after hours of training
         for seed in seeds:
             root = args.out_root / f"seed{seed}" if args.seeds else args.out_root
             state = run_pipeline(root, seed=seed, **kwargs, **({} if args.seeds else table))

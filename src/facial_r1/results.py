@@ -491,6 +491,20 @@ def write_into(path: str | Path, name: str, block: str) -> Path:
     return path
 
 
+def check_blocks(specs: Sequence[str]) -> list[tuple[Path, str]]:
+    """The ``--into`` targets (``FILE:NAME``) of ``specs``, each file's markers checked (:class:`MarkerError`), so a
+    bad target stops a command before any file is touched."""
+    targets = [parse_into(spec) for spec in specs]
+    for path, name in targets:
+        check_markers(path, name)
+    return targets
+
+
+def write_blocks(specs: Sequence[str], block: str) -> list[tuple[str, Path]]:
+    """Write ``block`` into every ``--into`` target of ``specs`` (all checked first); returns (name, path) pairs."""
+    return [(name, write_into(path, name, block)) for path, name in check_blocks(specs)]
+
+
 def published_block(
     rows: Sequence[dict[str, Any]], command: str, columns: Sequence[str] | None = None
 ) -> str:
@@ -642,12 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(to_markdown(rows, columns=columns).split("## Runs")[0].rstrip())
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     block = published_block(rows, " ".join(["python -m facial_r1.results", *argv]), columns)
-    targets = [parse_into(spec) for spec in args.into]
     try:
-        for path, name in targets:  # every target's markers checked before any file is touched
-            check_markers(path, name)
-        for path, name in targets:
-            print(f"wrote block {name!r} into {write_into(path, name, block)}")
+        for name, path in write_blocks(args.into, block):
+            print(f"wrote block {name!r} into {path}")
     except MarkerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
