@@ -212,6 +212,27 @@ def test_kept_teacher_rows_are_the_sft_300_set_and_win_over_a_synthesised_copy(t
     assert sum("sft_prompt" in (r.get("meta_info") or {}) for r in built) == 10
 
 
+def test_teacher_rows_can_train_only_through_their_instruction_copies(toy):
+    f = accepted_file(toy.root / "r1.jsonl", toy.train, 1)
+    source = SynthRoundsSource(
+        files=[str(f)], eval_source=toy.eval, keep_sft=10, keep_sft_seed=7, keep_sft_prompts="instructions"
+    )
+    rows = source.records("train")
+    # every synthesised row stays, beside the 10 teacher rows
+    assert len(rows) == 58 and not source.report.skipped
+    built = build_sft_records(
+        rows, "all", seed=7, teacher=DatasetTeacher(), instruction_rows={"synthesis": 1.0, "reflection": 0.5}
+    )
+    prompts = Counter((r.get("meta_info") or {}).get("sft_prompt", {}).get("kind", "user") for r in built)
+    assert prompts == {"user": 48, "synthesis": 10, "reflection": 5}
+    user_rows = [r for r in built if "sft_prompt" not in (r.get("meta_info") or {})]
+    assert all("synthesis" in r["meta_info"] for r in user_rows)  # each user-prompt row: the model's own
+    with pytest.raises(ValueError, match="instruction_rows"):  # the teacher rows would silently vanish
+        build_sft_records(rows, "all", seed=7, teacher=DatasetTeacher(), instruction_rows=None)
+    with pytest.raises(ValueError, match="keep_sft_prompts"):
+        SynthRoundsSource(files=[str(f)], eval_source=toy.eval, keep_sft=10, keep_sft_prompts="some")
+
+
 def test_class_balance_caps_big_classes_and_upsamples_small_ones(toy):
     counts = {"sadness": 8, "happiness": 2, "disgust": 4, "anger": 8, "fear": 8, "(no label)": 3}
     f = accepted_file(toy.root / "r1.jsonl", toy.train, 1, per_class=counts)

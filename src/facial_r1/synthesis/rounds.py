@@ -16,7 +16,9 @@ The round's data recipe (``conf/dataset/synth.yaml``), applied to the training r
 3. **the original SFT teacher rows** (``keep_sft``): the ``keep_sft`` records that ``stage.num_samples=keep_sft``
    with ``stage.seed=keep_sft_seed`` picks from ``eval_source``'s train split - the SFT-300 set itself - written by
    ``keep_sft_teacher`` (SFT-300's teacher). A synthesised row of one of those faces is dropped in their favour
-   (dedup by image id: the teacher's text is the reference);
+   (dedup by image id: the teacher's text is the reference). With ``keep_sft_prompts=instructions`` the teacher
+   rows train only as their synthesis- and reflection-prompt copies (``stage.instruction_rows``), so every
+   user-prompt row is the model's own accepted text and no synthesised row is dropped for them;
 4. **class balance** (``balance``) of the synthesised rows, by first gold label (AU-only rows have no class and
    are kept): ``cap`` keeps at most ``ceil(balance_ratio x`` the smallest class``)`` rows per class (a seeded
    random subset), ``upsample`` repeats the rows of every smaller class (ids suffixed ``#<copy>``) until each has
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_POLICIES = ("latest", "first", "all")
 PARTIAL_POLICIES = ("keep", "drop")
 BALANCE_POLICIES = ("none", "cap", "upsample")
+KEEP_SFT_PROMPTS = ("all", "instructions")
 
 
 def synthesis_info(record: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +90,7 @@ class SynthRoundsSource(Source):
         keep_sft: int = 0,
         keep_sft_seed: int = 0,
         keep_sft_teacher: Any = None,
+        keep_sft_prompts: str = "all",
         balance: str = "none",
         balance_ratio: float = 1.0,
         balance_seed: int = 0,
@@ -111,6 +115,10 @@ class SynthRoundsSource(Source):
             raise ValueError(f"dataset.balance_ratio must be >= 1, got {balance_ratio}")
         if int(keep_sft) < 0:
             raise ValueError(f"dataset.keep_sft must be >= 0 (0 = none), got {keep_sft}")
+        if keep_sft_prompts not in KEEP_SFT_PROMPTS:
+            raise ValueError(
+                f"dataset.keep_sft_prompts must be one of {KEEP_SFT_PROMPTS}, got {keep_sft_prompts!r}"
+            )
         if int(keep_sft) and eval_source is None:
             raise ValueError(
                 "dataset.keep_sft needs dataset.eval_source: the teacher rows come from its train split"
@@ -122,7 +130,7 @@ class SynthRoundsSource(Source):
         self.allow_heldout = allow_heldout
         self.partial_labels = partial_labels
         self.keep_sft, self.keep_sft_seed = int(keep_sft), int(keep_sft_seed)
-        self.keep_sft_teacher = keep_sft_teacher
+        self.keep_sft_teacher, self.keep_sft_prompts = keep_sft_teacher, keep_sft_prompts
         self.balance, self.balance_ratio, self.balance_seed = balance, float(balance_ratio), int(balance_seed)
 
     @property
@@ -207,6 +215,7 @@ class SynthRoundsSource(Source):
         """The original SFT set (``keep_sft``), and ``rows`` cut to the faces it does not cover (in place)."""
         if not self.keep_sft:
             return []
+        from facial_r1.data.teachers.instructions import INSTRUCTIONS_ONLY
         from facial_r1.data.teachers.template import TemplateTeacher, select_sft_records
 
         picked = select_sft_records(self.eval_source.records("train"), self.keep_sft, self.keep_sft_seed)
@@ -217,6 +226,8 @@ class SynthRoundsSource(Source):
             if text is None:
                 continue
             out.append({**record, "description": text})
+        if self.keep_sft_prompts == "instructions":  # no user-prompt copy, so the synthesised rows all stay
+            return [{**r, "meta_info": {**(r.get("meta_info") or {}), INSTRUCTIONS_ONLY: True}} for r in out]
         faces = {(r["dataset"], r["id"]) for r in out}
         synthesised = []
         for row in rows:

@@ -19,7 +19,8 @@ another (a consistency failure). These are the failure kinds the checks report o
 Each row keeps its record (image, labels) and carries ``meta_info["sft_prompt"]`` (``kind``, and for reflection
 ``previous`` and ``problems``); :meth:`PromptTemplate.sft_text` turns that into the prompt the SFT loss conditions on.
 Only rows whose description a teacher wrote get instruction copies (not synthesised rows: their prompt is the user
-prompt by construction of the round's data).
+prompt by construction of the round's data). A teacher row marked ``meta_info["instructions_only"]`` (a round's
+``dataset.keep_sft_prompts=instructions``) trains only through its copies: the user-prompt row itself is left out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from facial_r1.data.teachers.noise import stable_rng
 from facial_r1.facs import sort_aus
 
 KINDS = ("synthesis", "reflection")
+INSTRUCTIONS_ONLY = "instructions_only"  # meta_info key: the row is a source of instruction copies only
 CORRUPTIONS = ("omit_au", "extra_au", "swap_au", "wrong_emotion", "inconsistent_answer")
 
 
@@ -48,6 +50,12 @@ def check_fractions(fractions: Mapping[str, Any] | None) -> dict[str, float]:
             raise ValueError(f"stage.instruction_rows.{key}={value!r}: must be a fraction in [0, 1]")
         out[key] = float(value)
     return out
+
+
+def is_instructions_only(record: dict[str, Any]) -> bool:
+    """A teacher row that trains only through its instruction copies (module docstring)."""
+    meta = record.get("meta_info") or {}
+    return bool(meta.get(INSTRUCTIONS_ONLY)) and not meta.get("sft_prompt")
 
 
 def is_teacher_row(record: dict[str, Any]) -> bool:

@@ -237,8 +237,10 @@ def build_sft_records(
     one; default: a clean :class:`TemplateTeacher` with this seed); records it returns None for (an API teacher
     skipping invalid output) are dropped with a warning. ``instruction_rows`` (``{synthesis: f, reflection: f}``)
     appends synthesis- and reflection-prompt copies of that fraction of the teacher-written rows
-    (:mod:`facial_r1.data.teachers.instructions`). Inputs are not modified.
+    (:mod:`facial_r1.data.teachers.instructions`); rows marked instructions-only train through those copies alone.
+    Inputs are not modified.
     """
+    from facial_r1.data.teachers.instructions import check_fractions, is_instructions_only
     from facial_r1.data.teachers.instructions import instruction_rows as make_instruction_rows
 
     picked = select_sft_records(records, n, seed)
@@ -254,6 +256,13 @@ def build_sft_records(
             "teacher gave no valid description for %d of %d records", len(picked) - len(out), len(picked)
         )
     extra = make_instruction_rows(out, instruction_rows, seed=seed) if instruction_rows else []
+    only = sum(map(is_instructions_only, out))
+    if only and not any(check_fractions(instruction_rows).values()):
+        raise ValueError(
+            f"{only} teacher rows train only as instruction copies (dataset.keep_sft_prompts=instructions), but "
+            "stage.instruction_rows makes none: set stage.instruction_rows or dataset.keep_sft_prompts=all"
+        )
+    out = [r for r in out if not is_instructions_only(r)]
     log.info("SFT set: %s", sft_set_summary([*out, *extra]))
     return out + extra
 
