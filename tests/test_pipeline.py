@@ -68,6 +68,13 @@ def test_dataset_overrides_go_to_the_held_out_source_of_the_synth_stage():
         "+dataset.eval_source.config.p_au_only=0.2",
     ]
     assert stage_overrides(BY_NAME["grpo_synth_round1"], overrides) == overrides
+    # every key of conf/dataset/synth.yaml stays with dataset=synth, read from the file (none misrouted)
+    synth_keys = [
+        k for k in yaml.safe_load((REPO / "conf/dataset/synth.yaml").read_text()) if k != "defaults"
+    ]
+    assert "keep_sft_prompts" in synth_keys
+    plain = [f"dataset.{k}=x" for k in synth_keys]
+    assert stage_overrides(BY_NAME["sft_synth_round1"], plain) == plain
 
 
 @pytest.mark.parametrize("bad", ["dataset=rafdb", "gpu:trainer.devices=2"])

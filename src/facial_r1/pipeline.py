@@ -66,6 +66,7 @@ form a round) for tests: the whole chain in about a minute.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -218,24 +219,15 @@ QUICK = (
     "eval:bootstrap.resamples=0",
 )
 
-# Keys of dataset=synth itself (conf/dataset/synth.yaml); any other dataset.<key> belongs to its eval_source.
-_SYNTH_DATASET_KEYS = {
-    "_target_",
-    "runs",
-    "files",
-    "duplicates",
-    "allow_heldout",
-    "partial_labels",
-    "keep_sft",
-    "keep_sft_seed",
-    "keep_sft_teacher",
-    "balance",
-    "balance_ratio",
-    "balance_seed",
-    "on_error",
-    "report_path",
-    "eval_source",
-}
+
+@functools.cache
+def _synth_dataset_keys() -> frozenset[str]:
+    """Keys of dataset=synth itself, read from conf/dataset/synth.yaml (so a new key there is never misrouted); any
+    other ``dataset.<key>`` of a round SFT belongs to its ``eval_source``."""
+    from omegaconf import OmegaConf
+
+    keys = set(OmegaConf.load(REPO / "conf" / "dataset" / "synth.yaml").keys()) - {"defaults"}
+    return frozenset(keys | {"eval_source"})
 
 
 class PipelineError(RuntimeError):
@@ -284,7 +276,7 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
                 f"override {item!r}: the pipeline runs on the embedded SynthFACS default (its round-2 SFT needs "
                 "dataset=synth); change it with dataset.<key>=..., or run the stages by hand (docs/experiments.md)"
             )
-        if stage.data_from and key.startswith("dataset.") and key.split(".")[1] not in _SYNTH_DATASET_KEYS:
+        if stage.data_from and key.startswith("dataset.") and key.split(".")[1] not in _synth_dataset_keys():
             item = item.replace("dataset.", "dataset.eval_source.", 1)
         out.append(item)
     return out
