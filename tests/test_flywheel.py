@@ -270,6 +270,31 @@ def test_dedup_by_face_across_rounds_keeps_the_latest(toy):
     assert all(rounds[r["id"]] == 2 for r in toy.train[10:20])
 
 
+def test_a_rounds_rejected_faces_load_as_prompts_without_reasoning(toy):
+    run = toy.root / "synth_run"
+    accepted_file(run / "accepted.jsonl", toy.train[:30], 1)
+    wrong = "<think>Nothing moves.</think><answer>neutral</answer>"
+    rejected = [
+        rejected_row(
+            SimpleNamespace(record=r, output=wrong, attempts=6, check=triple_check(wrong, r)),
+            {"round": 1, "split": "train"},
+        )  # fmt: skip
+        for r in toy.train[30:]
+    ]
+    (run / "rejected.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rejected))
+    hard = SynthRoundsSource(runs=[str(run)], rows="rejected").records("train")
+    assert [r["id"] for r in hard] == [r["id"] for r in toy.train[30:]]
+    assert all(r["description"] is None for r in hard)
+    assert [(r["AUs"], r["labels"]) for r in hard] == [(r["AUs"], r["labels"]) for r in toy.train[30:]]
+    both = SynthRoundsSource(runs=[str(run)], rows="all").records("train")
+    assert sorted(r["id"] for r in both) == sorted(r["id"] for r in toy.train)
+    # an SFT stage on them trains only the rows with checked reasoning
+    assert len(build_sft_records(both, "all", teacher=DatasetTeacher())) == 30
+    assert len(SynthRoundsSource(runs=[str(run)]).records("train")) == 30  # the default: accepted rows only
+    with pytest.raises(ValueError, match="dataset.rows"):
+        SynthRoundsSource(runs=[str(run)], rows="hard")
+
+
 def test_keep_sft_needs_a_source_for_the_teacher_rows(toy):
     f = accepted_file(toy.root / "r1.jsonl", toy.train[:4], 1)
     with pytest.raises(ValueError, match="eval_source"):

@@ -2,7 +2,10 @@
 
 ``dataset=synth`` (``conf/dataset/synth.yaml``) builds :class:`SynthRoundsSource` from one or more rounds' outputs
 (``runs: [<synthesis run dir>, ...]`` reads each ``accepted.jsonl``; ``files: [...]`` names files directly, e.g.
-the output of ``review apply``). Split mapping, so every stage evaluates on the same held-out data:
+the output of ``review apply``). ``rows: rejected`` reads each run's ``rejected.jsonl`` instead and ``rows: all``
+both: faces without checked reasoning, for GRPO prompts on the faces a round could not write right (GRPO needs only
+the labels; an SFT stage trains only rows with a description). Split mapping, so every stage evaluates on the same
+held-out data:
 
 * ``train`` = the union of the synthesised files (rows keep their original ``dataset`` name);
 * ``val`` / ``test`` = the same split of ``eval_source`` (default: SynthFACS, the embedded default's val/test).
@@ -47,7 +50,7 @@ from typing import Any
 from facial_r1.data.schema import DataError
 from facial_r1.data.sources.base import LoadReport, SkippedItem, Source
 from facial_r1.lineage import read_card
-from facial_r1.synthesis.store import ACCEPTED, NO_LABEL, read_jsonl
+from facial_r1.synthesis.store import ACCEPTED, NO_LABEL, REJECTED, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ DUPLICATE_POLICIES = ("latest", "first", "all")
 PARTIAL_POLICIES = ("keep", "drop")
 BALANCE_POLICIES = ("none", "cap", "upsample")
 KEEP_SFT_PROMPTS = ("all", "instructions")
+RUN_ROWS = {"accepted": (ACCEPTED,), "rejected": (REJECTED,), "all": (ACCEPTED, REJECTED)}
 
 
 def synthesis_info(record: dict[str, Any]) -> dict[str, Any]:
@@ -67,10 +71,15 @@ def _class(record: dict[str, Any]) -> str:
     return record["labels"][0] if record.get("labels") else NO_LABEL
 
 
-def round_files(files: list[str] | None = None, runs: list[str] | None = None) -> list[Path]:
-    """The accepted-data files named by ``files`` and ``runs`` (``<run>/accepted.jsonl``), in that order."""
+def round_files(
+    files: list[str] | None = None, runs: list[str] | None = None, rows: str = "accepted"
+) -> list[Path]:
+    """The data files named by ``files`` and ``runs`` (``<run>/accepted.jsonl``; with ``rows=rejected`` /
+    ``all`` ``<run>/rejected.jsonl`` / both), in that order."""
+    if rows not in RUN_ROWS:
+        raise ValueError(f"dataset.rows must be one of {tuple(RUN_ROWS)}, got {rows!r}")
     paths = [Path(f).expanduser() for f in (files or [])]
-    paths += [Path(r).expanduser() / ACCEPTED for r in (runs or [])]
+    paths += [Path(r).expanduser() / name for r in (runs or []) for name in RUN_ROWS[rows]]
     return paths
 
 
@@ -84,6 +93,7 @@ class SynthRoundsSource(Source):
         files: list[str] | None = None,
         runs: list[str] | None = None,
         eval_source: Source | None = None,
+        rows: str = "accepted",
         duplicates: str = "latest",
         allow_heldout: bool = False,
         partial_labels: str = "keep",
@@ -98,7 +108,7 @@ class SynthRoundsSource(Source):
         report_path: str | None = None,
         root: str | os.PathLike | None = None,
     ):
-        self.paths = round_files(list(files or []), list(runs or []))
+        self.paths = round_files(list(files or []), list(runs or []), rows)
         if not self.paths:
             raise ValueError(
                 "dataset=synth needs dataset.runs=[<synthesis run dir>, ...] or dataset.files=[<accepted.jsonl>, ...]"
@@ -329,7 +339,9 @@ def _run_config_round(run_dir: Path) -> int:
         node = OmegaConf.to_container(cfg, resolve=True)["dataset"]
     except Exception:  # an unresolvable interpolation: read the raw strings
         node = OmegaConf.to_container(dataset, resolve=False)
-    return max_round_in_files(round_files(node.get("files"), node.get("runs")))
+    return max_round_in_files(
+        round_files(node.get("files"), node.get("runs"), node.get("rows") or "accepted")
+    )
 
 
 def trained_round(model_folder: str | Path, _seen: set[str] | None = None) -> int:
