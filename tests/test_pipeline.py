@@ -100,6 +100,27 @@ def test_stage_command_names_its_inputs_explicitly(tmp_path):
     assert synth[1] == "synthesize.py" and not any(a.startswith("ckpt_path=") for a in synth)
 
 
+def test_round_grpo_data_round_prompts_each_rounds_grpo_with_that_rounds_faces(tmp_path):
+    from test_config import compose_train
+
+    stages = {s.name: s for s in pipeline.build_stages(rounds=2, round_grpo_data="round")}
+    assert stages["grpo_synth_round2"].data_from == ("synth_round2",)  # its own round only, not every round
+    assert stages["grpo_synth_round2"].init_from == "sft_synth_round2"
+    assert BY_NAME["grpo_synth_round1"].data_from == ()  # the default: SynthFACS' train split
+    inputs = {"sft_synth_round1": tmp_path / "sft" / "model", "synth_round1": tmp_path / "s1"}
+    command = stage_command(stages["grpo_synth_round1"], tmp_path / "g", tmp_path, 0, inputs, ["dataset.n_test=9"],
+                            resume=False)  # fmt: skip
+    assert f"dataset.runs=[{tmp_path / 's1'}]" in command and "dataset.eval_source.n_test=9" in command
+    # the command composes: prompts from the round's accepted and rejected rows, held out on SynthFACS' test split
+    cfg = compose_train([a for a in command[2:] if not a.startswith("hydra.")], tmp_path)
+    assert cfg.dataset._target_.endswith("SynthRoundsSource") and cfg.dataset.rows == "all"
+    assert cfg.dataset.runs == [str(tmp_path / "s1")] and cfg.dataset.eval_source.n_test == 9
+    assert cfg.stage.name == "grpo"
+    with pytest.raises(PipelineError, match="round_grpo_data"):
+        pipeline.build_stages(round_grpo_data="rejected")
+    assert pipeline.parse_args(["round_grpo_data=round"]).round_grpo_data == "round"
+
+
 def test_parse_args_splits_hydra_overrides_after_the_double_dash(tmp_path):
     args = pipeline.parse_args(
         ["--out-root", str(tmp_path), "--quick", "--seed", "2", "--", "a=1", "sft:b=2"]

@@ -58,7 +58,7 @@ WRONG = "<think>I see AU99 here.</think><answer>maybe</answer>"
 class FakeAdapter:
     """Stands in for a model: wrong on the first attempt, right once the prompt carries a reflection block.
 
-    ``behaviour``: ``wrong_then_right`` | ``never`` | ``always`` | ``kth`` (only the last of K samples is right) |
+    ``behaviour``: ``wrong_then_right`` | ``never`` | ``always`` | ``kth`` (only the last of K > 1 samples is right) |
     ``contradict_then_right`` (right AUs and answer, but the reasoning concludes another emotion, until reflection).
     ``easy`` ids are answered right at once. Built by Hydra in the run tests (``model._target_``).
     """
@@ -93,7 +93,7 @@ class FakeAdapter:
         if self.behaviour == "never":
             return WRONG
         if self.behaviour == "kth":
-            return right if k == num_samples - 1 else WRONG
+            return right if num_samples > 1 and k == num_samples - 1 else WRONG
         if self.behaviour == "contradict_then_right" and PROMPT.reflection_header not in text:
             return contradicting_answer(record)
         return right if PROMPT.reflection_header in text else WRONG
@@ -378,6 +378,32 @@ def test_k_samples_keep_the_first_that_passes():
     params = SamplingParams(max_new_tokens=8, do_sample=True, num_samples=3, seed=1)
     out = synthesize_batch(adapter, batch(2), images(2), PROMPT, make_checker(CheckConfig()), params)
     assert all(o.accepted and o.attempts == 1 for o in out) and len(adapter.calls) == 1
+
+
+def test_retry_params_sample_only_the_reflection_attempts():
+    """A greedy first answer, K sampled reflections: the first attempt draws one completion per face, the retries K
+    (the `kth` model is right only in the K-th sample, so a greedy retry would never pass)."""
+    adapter = FakeAdapter("kth")
+    retry = SamplingParams(max_new_tokens=8, do_sample=True, num_samples=3, seed=1)
+    out = synthesize_batch(adapter, batch(2), images(2), PROMPT, make_checker(CheckConfig()),
+                           SamplingParams.greedy(8), max_retries=2, retry_params=retry)  # fmt: skip
+    assert [o.attempts for o in out] == [2, 2] and all(o.accepted for o in out)
+    greedy = synthesize_batch(FakeAdapter("kth"), batch(2), images(2), PROMPT, make_checker(CheckConfig()),
+                              SamplingParams.greedy(8), max_retries=2)  # fmt: skip
+    assert not any(o.accepted for o in greedy)
+
+
+def test_generation_retry_config_is_checked():
+    from facial_r1.synthesis.run import _retry_params
+
+    first = SamplingParams.greedy(8)
+    assert _retry_params(first, None, 0) is None and _retry_params(first, {}, 0) is None
+    params = _retry_params(first, {"do_sample": True, "num_samples": 4}, 3)
+    assert (params.do_sample, params.num_samples, params.seed, params.max_new_tokens) == (True, 4, 3, 8)
+    with pytest.raises(ValueError, match="unknown keys"):
+        _retry_params(first, {"num_sample": 4}, 0)
+    with pytest.raises(ValueError, match="do_sample"):
+        _retry_params(first, {"num_samples": 4}, 0)
 
 
 # ---- review -------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The paper's pipeline in one command: SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x rounds, resumable.
 
-    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [ablation=all|NAME,...] [--out-root DIR]
+    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [round_grpo_data=train|round]
+                                 [ablation=all|NAME,...] [--out-root DIR]
                                  [--seed N | --seeds 0,1,2] [--columns a,b] [--into FILE:NAME] [--quick]
                                  [-- override ...]
 
@@ -19,7 +20,11 @@ sft_synth_round<r>   train.py       ``round_init``: base = the untrained model, 
                                     sft300 = sft_300's export, latest (default) = the
                                     export that synthesised the round; trains on
                                     synth_round1..<r> with the round's data recipe
-grpo_synth_round<r>  train.py       sft_synth_round<r>'s export                         experiment=sft300_grpo_synth
+grpo_synth_round<r>  train.py       sft_synth_round<r>'s export; prompts with           experiment=sft300_grpo_synth
+                                    ``round_grpo_data``: train (default) = SynthFACS'
+                                    train split, round = every face synth_round<r>
+                                    saw (accepted and rejected: dataset=synth
+                                    dataset.rows=all)
 ===================  =============  ==================================================  ==========================
 
 for r = 1 .. ``rounds`` (default 1), then the ablation table's other rows when ``ablation`` names them (``all``, or a
@@ -115,6 +120,10 @@ class Stage:
 
 
 ROUND_INITS = ("base", "sft300", "latest")  # where each round's SFT starts (module docstring)
+# Which faces each round's GRPO prompts with: SynthFACS' train split, or the faces its round synthesised (all of
+# them: the rejected ones alone taught seeds to call every neutral face with an AU contempt; README "GRPO on the
+# faces a round could not write right").
+ROUND_GRPO_DATA = ("train", "round")
 
 # The ablation table's other rows (``ablation=all`` or a comma list of these names), run after the chain in the same
 # out root and seed: each changes one thing against a chain stage, so the table compares like with like.
@@ -155,14 +164,21 @@ def ablation_stages(spec: str | Sequence[str] | None) -> tuple[Stage, ...]:
 
 
 def build_stages(
-    rounds: int = 1, round_init: str = "latest", ablation: str | Sequence[str] | None = None
+    rounds: int = 1,
+    round_init: str = "latest",
+    ablation: str | Sequence[str] | None = None,
+    round_grpo_data: str = "train",
 ) -> tuple[Stage, ...]:
-    """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``;
-    then the ``ablation`` stages (:func:`ablation_stages`)."""
+    """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``,
+    each round's GRPO prompts with ``round_grpo_data``; then the ``ablation`` stages (:func:`ablation_stages`)."""
     if int(rounds) < 0:
         raise PipelineError(f"rounds={rounds}: must be >= 0")
     if round_init not in ROUND_INITS:
         raise PipelineError(f"round_init={round_init!r}: allowed values are {', '.join(ROUND_INITS)}")
+    if round_grpo_data not in ROUND_GRPO_DATA:
+        raise PipelineError(
+            f"round_grpo_data={round_grpo_data!r}: allowed values are {', '.join(ROUND_GRPO_DATA)}"
+        )
     stages = [
         Stage("sft_300", "sft", ("experiment=sft_300",)),
         Stage("sft300_grpo", "grpo", ("experiment=sft300_grpo",), init_from="sft_300"),
@@ -171,6 +187,8 @@ def build_stages(
     for r in range(1, int(rounds) + 1):
         synth, sft, grpo = f"synth_round{r}", f"sft_synth_round{r}", f"grpo_synth_round{r}"
         start = {"base": None, "sft300": "sft_300", "latest": previous}[round_init]
+        on_round = ("dataset=synth", "dataset.rows=all") if round_grpo_data == "round" else ()
+        round_data = (synth,) if round_grpo_data == "round" else ()
         stages += [
             Stage(synth, "synth", (f"round={r}", "split=train"), init_from=previous),
             Stage(
@@ -180,7 +198,9 @@ def build_stages(
                 init_from=start,
                 data_from=tuple(f"synth_round{k}" for k in range(1, r + 1)),  # every round so far, deduped
             ),
-            Stage(grpo, "grpo", ("experiment=sft300_grpo_synth",), init_from=sft),
+            Stage(
+                grpo, "grpo", ("experiment=sft300_grpo_synth", *on_round), init_from=sft, data_from=round_data
+            ),
         ]
         previous = grpo
     return (*stages, *ablation_stages(ablation))
@@ -349,29 +369,32 @@ def run_pipeline(
     rounds: int = 1,
     round_init: str = "latest",
     ablation: str | Sequence[str] | None = None,
+    round_grpo_data: str = "train",
     columns: Sequence[str] | None = None,
     into: Sequence[str] = (),
     results_command: str = "",
 ) -> dict[str, Any]:
     """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``.
 
-    A rerun with more ``rounds`` or more ``ablation`` stages continues a finished chain; changing ``round_init`` or
-    the seed under one out root is refused (the finished stages were made with the old value). ``columns`` / ``into``
+    A rerun with more ``rounds`` or more ``ablation`` stages continues a finished chain; changing ``round_init``,
+    ``round_grpo_data`` or the seed under one out root is refused (the finished stages were made with the old value). ``columns`` / ``into``
     / ``results_command``: the results table's (:func:`_write_results`).
     """
     out_root = Path(out_root).expanduser().resolve()
-    stages = build_stages(rounds, round_init, ablation)
+    stages = build_stages(rounds, round_init, ablation, round_grpo_data)
     state = load_state(out_root)
-    for key, value in (("round_init", round_init), ("seed", seed)):
+    for key, value in (("round_init", round_init), ("round_grpo_data", round_grpo_data), ("seed", seed)):
         if state["stages"] and state.get(key, value) != value:
             raise PipelineError(
                 f"{out_root} holds a pipeline run with {key}={state[key]}; use another --out-root for {key}={value}"
             )
-    # --quick's SFT-300 has 32 samples, so the rounds keep those 32 teacher rows (not 300 of 64 faces).
-    budget = [*QUICK, *(f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from)] if quick else []
+    # --quick's SFT-300 has 32 samples, so the round SFTs keep those 32 teacher rows (not 300 of 64 faces).
+    kept = (f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from and st.kind == "sft")
+    budget = [*QUICK, *kept] if quick else []
     all_overrides = [*budget, *overrides]
     state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides), rounds=int(rounds),
-                 round_init=round_init, ablation=[s.name for s in ablation_stages(ablation)])  # fmt: skip
+                 round_init=round_init, round_grpo_data=round_grpo_data,
+                 ablation=[s.name for s in ablation_stages(ablation)])  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
     # The stages run this checkout's code (its train.py imports facial_r1 from src/), whatever is pip-installed.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
@@ -461,6 +484,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--round-init", choices=ROUND_INITS, default="latest", help="where each round's SFT starts: "
                         "base (the untrained model), sft300 (the SFT-300 export) or latest (the export that "
                         "synthesised the round; default). `round_init=base` works too")  # fmt: skip
+    parser.add_argument("--round-grpo-data", choices=ROUND_GRPO_DATA, default="train", help="which faces each "
+                        "round's GRPO prompts with: train (SynthFACS' train split; default) or round (every face "
+                        "its round synthesised). `round_grpo_data=round` works too")  # fmt: skip
     parser.add_argument("--ablation", default=None, help="the ablation table's other rows after the chain: all, or "
                         f"a comma list of {', '.join(s.name for s in ABLATION)} (default none)")  # fmt: skip
     parser.add_argument(
@@ -474,7 +500,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "metric")  # fmt: skip
     # `rounds=2` / `round_init=base` (Hydra-style, as the stages take theirs) mean --rounds / --round-init.
     argv = [f"--{a.split('=', 1)[0].replace('_', '-')}={a.split('=', 1)[1]}" if a.split("=", 1)[0] in
-            ("rounds", "round_init", "seed", "seeds", "ablation") else a for a in argv]  # fmt: skip
+            ("rounds", "round_init", "round_grpo_data", "seed", "seeds", "ablation") else a
+            for a in argv]  # fmt: skip
     args = parser.parse_args(argv)
     args.overrides = overrides
     args.columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
@@ -493,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     kwargs = dict(quick=args.quick, overrides=args.overrides, rounds=args.rounds, round_init=args.round_init,
-                  ablation=args.ablation)  # fmt: skip
+                  round_grpo_data=args.round_grpo_data, ablation=args.ablation)  # fmt: skip
     # The final table (per chain, or over the seeds' chains with --seeds) is the one --columns / --into apply to.
     command = " ".join(["python -m facial_r1.pipeline", *argv])
     table = dict(columns=args.columns, into=args.into, results_command=command)

@@ -7,6 +7,9 @@ B samples costs at most ``1 + max_retries`` generation calls whatever its failur
 
 With ``num_samples = K > 1`` each attempt draws K completions per sample (sampling must be on); the first that passes
 is kept, otherwise the one with the fewest problems becomes the "previous response" of the reflection prompt.
+``retry_params`` (optional) draws the reflection attempts differently from the first, e.g. a greedy first answer and
+K sampled reflections: greedy decoding repeats the same mistake on a face whose reflection prompt barely changes,
+while K samples give the hard faces - the ones a round's data lacks most - several independent chances.
 """
 
 from __future__ import annotations
@@ -78,9 +81,11 @@ def synthesize_batch(
     max_retries: int = 5,
     stats: GenerationStats | None = None,
     engine: Any | None = None,
+    retry_params: SamplingParams | None = None,
 ) -> list[Outcome]:
     """Synthesise one batch (module docstring); returns one :class:`Outcome` per record, in order. ``engine``: the
-    rollout engine that samples (``rollout`` config group); None = the adapter's own ``generate``."""
+    rollout engine that samples (``rollout`` config group); None = the adapter's own ``generate``. ``retry_params``:
+    how the reflection attempts sample; None = as ``params``."""
     if len(records) != len(images):
         raise ValueError(f"{len(records)} records but {len(images)} images")
     if max_retries < 0:
@@ -99,9 +104,8 @@ def synthesize_batch(
             else prompt.reflection_text(records[i], outputs[i], checks[i].problems)  # type: ignore[union-attr]
             for i in pending
         ]
-        groups = _generate(
-            adapter, [images[i] for i in pending], texts, _attempt_params(params, attempt), stats, engine
-        )
+        sampling = _attempt_params(retry_params if attempt > 1 and retry_params else params, attempt)
+        groups = _generate(adapter, [images[i] for i in pending], texts, sampling, stats, engine)
         stats.prompts_per_attempt[attempt] = stats.prompts_per_attempt.get(attempt, 0) + len(pending)
         still_failing = []
         for i, candidates in zip(pending, groups, strict=True):

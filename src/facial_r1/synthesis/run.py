@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
         adapter.model.eval()
         engine = instantiate(cfg.rollout, policy=adapter)  # rollout=hf (default) | vllm
         params = _sampling_params(cfg.generation, cfg.seed)
+        retry_params = _retry_params(params, cfg.generation.get("retry"), cfg.seed)
         checker = make_checker(plan.checks)
         bar = tqdm(total=len(plan.eligible), initial=done, desc=f"synthesis r{plan.data_round}",
                    disable=not cfg.get("progress", True), dynamic_ncols=True)  # fmt: skip
@@ -183,6 +184,7 @@ def run_synthesis(cfg: DictConfig, run_dir: Path, resume_hint: str = "") -> floa
                     int(cfg.max_retries),
                     stats,
                     engine,
+                    retry_params,
                 )
                 store.append(accepted, rejected)  # durable before the next batch starts
                 session["samples"] += len(accepted) + len(rejected)
@@ -227,6 +229,7 @@ def _synthesize_chunk(
     max_retries: int,
     stats: GenerationStats,
     engine: Any | None = None,
+    retry_params: SamplingParams | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One batch -> (accepted rows, rejected rows). An unreadable image rejects its sample instead of stopping the
     run: a crash would recur at the same batch on every resume."""
@@ -242,8 +245,9 @@ def _synthesize_chunk(
             log.warning("rejecting %s: %s", sample_key(record), err)
             broken.append(error_row(record, plan.provenance, str(err)))
     outcomes = synthesize_batch(
-        adapter, readable, images, plan.prompt, checker, params, max_retries, stats, engine=engine
-    )
+        adapter, readable, images, plan.prompt, checker, params, max_retries, stats, engine=engine,
+        retry_params=retry_params,
+    )  # fmt: skip
     accepted = [accepted_row(o, plan.provenance) for o in outcomes if o.accepted]
     return accepted, [rejected_row(o, plan.provenance) for o in outcomes if not o.accepted] + broken
 
@@ -306,6 +310,23 @@ def _sampling_params(gen: DictConfig, seed: int) -> SamplingParams:
     )  # fmt: skip
 
 
+RETRY_KEYS = ("do_sample", "num_samples", "temperature", "top_p")
+
+
+def _retry_params(first: SamplingParams, retry: Any, seed: int) -> SamplingParams | None:
+    """``generation.retry``: what the reflection attempts change of the first attempt's sampling (None = nothing)."""
+    if not retry:
+        return None
+    retry = OmegaConf.to_container(retry, resolve=True) if isinstance(retry, DictConfig) else dict(retry)
+    unknown = sorted(set(retry) - set(RETRY_KEYS))
+    if unknown:
+        raise ValueError(f"generation.retry: unknown keys {unknown}; it takes {list(RETRY_KEYS)}")
+    params = replace(first, **retry)
+    if params.num_samples > 1 and not params.do_sample:
+        raise ValueError("generation.retry.num_samples > 1 needs generation.retry.do_sample=true")
+    return replace(params, seed=int(seed) if params.do_sample else None)
+
+
 def _device(name: str | None) -> str | None:
     import torch
 
@@ -331,9 +352,14 @@ def _fingerprint(cfg: DictConfig, model_folder: Path, data_round: int) -> dict[s
 
 
 def _drop_cosmetic(node: Any) -> Any:
-    """Settings that change no output (progress bars, report files) may differ between sessions."""
+    """Settings that change no output (progress bars, report files) may differ between sessions; so may an unset
+    ``retry`` (runs made before the key existed resume)."""
     if isinstance(node, dict):
-        return {k: _drop_cosmetic(v) for k, v in node.items() if k not in ("progress", "report_path")}
+        return {
+            k: _drop_cosmetic(v)
+            for k, v in node.items()
+            if k not in ("progress", "report_path") and not (k == "retry" and not v)
+        }
     return node
 
 
