@@ -40,6 +40,7 @@ def make_run(
     overrides: tuple[str, ...] = (),
     task: str = "train",
     model_path: str | None = None,
+    init_from: str | None = None,
     **metrics: float | None,
 ) -> Path:
     """A run folder as train.py / evaluate.py write it (only the files the collector reads)."""
@@ -47,7 +48,7 @@ def make_run(
     (run / ".hydra").mkdir(parents=True)
     config = {
         "paths": {"output_root": "${oc.env:FACIAL_R1_TEST_UNSET,outputs}"},
-        "model": {"path": model_path, "init_from": None},
+        "model": {"path": model_path, "init_from": init_from},
         "stage": {"name": "eval" if task == "evaluate" else stage},
         "task_name": task,
         "run_name": "${stage.name}",  # saved unresolved, as Hydra does
@@ -173,6 +174,54 @@ def test_a_different_override_is_a_different_group(tmp_path):
         ("au_acc_format", "stage.lr=3e-4", 1),
         ("format_only", "", 1),
     ]
+
+
+def test_runs_from_different_checkpoints_are_not_pooled_as_seeds(tmp_path):
+    """The same command from two checkpoints (init_from is bookkeeping, left out of the variant): seeds 0 and 1 from
+    each round-3 SFT would read as four seeds of one row; they are two rows, told apart by a `from` column."""
+    for seed in (0, 1):
+        for start, acc in (("sft_synth_round3", 0.9), ("sft_300", 0.5)):
+            make_run(tmp_path, f"{start}_{seed}", stage="grpo", experiment="sft300_grpo_synth", seed=seed,
+                     init_from=f"/o/seed{seed}/train/2026-12-07_03-35-5{seed}_{start}/model", emotion_acc=acc,
+                     overrides=(f"model.init_from=/o/seed{seed}/x", f"seed={seed}"))  # fmt: skip
+    rows = results.collect([tmp_path])
+    assert {r["start"] for r in rows} == {"sft_synth_round3", "sft_300"}
+    groups = results.group_rows(rows)
+    assert sorted((g["start"], g["seeds"], g["emotion_acc_mean"]) for g in groups) == [
+        ("sft_300", "0 1", pytest.approx(0.5)),
+        ("sft_synth_round3", "0 1", pytest.approx(0.9)),
+    ]
+    table = "\n".join(results.grouped_markdown(rows))
+    assert "| from |" in table and "| sft_synth_round3 | 0 1 |" in table
+    # one checkpoint per seed, named by seed: still one setting over three seeds, and no `from` column
+    other = tmp_path / "per_seed"
+    for seed in (0, 1, 2):
+        make_run(
+            other, f"r{seed}", stage="grpo", experiment="e", seed=seed, init_from=f"/ckpt/sft_seed{seed}"
+        )
+    rows = results.collect([other])
+    assert [(g["runs"], g["start"]) for g in results.group_rows(rows)] == [
+        (3, "sft_seed0 sft_seed1 sft_seed2")
+    ]
+    assert "from" not in "\n".join(results.grouped_markdown(rows))
+    assert (
+        results.start_name(None) == "-"
+        and results.start_name("/m/2026-01-02_03-04-05_sft_all/model/") == "sft_all"
+    )
+
+
+def test_find_runs_follows_links_to_folders_once(runs_root, tmp_path):
+    """An outputs folder that links to run folders elsewhere (another disk, a curated collection) is collected; a
+    link back up the tree does not loop."""
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    (collection / "grpo").symlink_to(runs_root / "train" / "multirun", target_is_directory=True)
+    (collection / "sft").symlink_to(runs_root / "train" / "2026-01-01_00-00-01_sft", target_is_directory=True)
+    (collection / "loop").symlink_to(collection, target_is_directory=True)
+    found = results.find_runs([collection])
+    assert sorted(p.name for p in found) == ["0_au_acc_format_seed0", "1_au_acc_format_seed1",
+                                             "2026-01-01_00-00-01_sft"]  # fmt: skip
+    assert all(p == p.resolve() for p in found)
 
 
 def test_markdown_and_csv_files(runs_root, tmp_path):

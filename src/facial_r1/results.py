@@ -27,6 +27,11 @@ each stage so: ``sft_synth_round2``), else the Hydra choice of the ``experiment`
 ``reward`` = the ``reward`` choice for GRPO runs (SFT and evaluation do not train on a reward: ``-``); ``variant`` =
 the run's command-line overrides minus those that name the experiment, stage, reward or seed, and those that differ
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
+``start`` = which checkpoint the run started from, as the name of the run that exported it (its folder name without
+the time stamp: ``sft_synth_round3``; ``-`` for the untrained model). A group is the runs equal in everything but
+the seed; where such a group holds one seed twice, its runs differ in something the row does not show, so it is
+split by ``start`` (runs from two different checkpoints are never averaged as seeds of one), and the tables gain a
+``from`` column;
 ``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``. ``judge_score`` (the LLM
 judge's reasoning score of ``evaluate.py judge=openai``) comes with ``judge`` = ``model | rubric | server``; rows of
 different judges are refused (:class:`MixedJudgesError`) rather than put in one column, since judges drift apart.
@@ -42,6 +47,8 @@ import argparse
 import csv
 import json
 import math
+import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -105,7 +112,8 @@ IDENTITY = (
     "split",
     "n_eval",
     "variant",
-)  # a group: equal, any seed
+    "start",
+)  # a group: equal, any seed (``start`` only where a seed repeats: group_rows)
 CI_COLUMNS = tuple(f"{m}_ci_{end}" for m in METRICS if m != "wall_time_s" for end in ("low", "high"))
 RUN_COLUMNS = (
     "run",
@@ -135,13 +143,20 @@ _NAMED = ("experiment", "+experiment", "stage", "reward", "seed", "protocol")
 
 
 def find_runs(roots: Iterable[str | Path]) -> list[Path]:
-    """Every folder under ``roots`` (or a root itself) with ``metrics.json`` and ``.hydra/config.yaml``, sorted."""
+    """Every folder under ``roots`` (or a root itself) with ``metrics.json`` and ``.hydra/config.yaml``, sorted.
+    Symbolic links to folders are followed (an ``outputs`` that links to a disk elsewhere, a run folder linked into
+    a collection), each real folder once."""
     found: set[Path] = set()
     for root in roots:
-        root = Path(root)
-        for metrics in [root / "metrics.json", *root.rglob("metrics.json")]:
-            if metrics.is_file() and (metrics.parent / ".hydra" / "config.yaml").is_file():
-                found.add(metrics.parent.resolve())
+        seen: set[str] = set()
+        for folder, subfolders, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a link back up the tree, or two links to one folder
+                subfolders[:] = []
+                continue
+            seen.add(real)
+            if "metrics.json" in files and (Path(folder) / ".hydra" / "config.yaml").is_file():
+                found.add(Path(real))
     return sorted(found)
 
 
@@ -189,6 +204,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "split": metrics.get("split"),
         "n_eval": metrics.get("num_samples"),
         "variant": " ".join(_normalise(o) for o in overrides if not _ignored(o)),
+        "start": start_name(_select(config, "model.init_from")),
         "judge": judge_id(metrics.get("judge")),
         "global_step": metrics.get("global_step"),
         # the machine's 1-minute load average at the run's start and end (runtime.machine_record; older runs: None)
@@ -204,6 +220,19 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         if isinstance(interval, list) and len(interval) == 2:
             row[f"{key}_ci_low"], row[f"{key}_ci_high"] = _number(interval[0]), _number(interval[1])
     return row
+
+
+_STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}_")  # conf/hydra/default.yaml's run folder prefix
+
+
+def start_name(init_from: Any) -> str:
+    """The run a checkpoint came from, by name: ``<out>/train/2026-12-07_03-35-54_sft_synth_round3/model`` ->
+    ``sft_synth_round3``; a folder of another layout -> its name; None / empty (the untrained model) -> ``-``."""
+    if not init_from:
+        return "-"
+    folder = Path(str(init_from).rstrip("/"))
+    folder = folder.parent if folder.name == "model" else folder
+    return _STAMP.sub("", folder.name) or str(init_from)
 
 
 def _named_run(overrides: Sequence[str]) -> str | None:
@@ -264,7 +293,7 @@ def _sort_key(row: dict[str, Any]) -> tuple:
     rank = ORDER.index(name) if name in ORDER else len(ORDER)
     stage = STAGE_ORDER.index(row["stage"]) if row["stage"] in STAGE_ORDER else len(STAGE_ORDER)
     seed = row.get("seed")
-    return (rank, name, stage, str(row["reward"]), str(row["variant"]),
+    return (rank, name, stage, str(row["reward"]), str(row["variant"]), str(row["start"]),
             seed if isinstance(seed, int) else -1, row["path"])  # fmt: skip
 
 
@@ -283,11 +312,21 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 
 
 def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per group of runs equal in :data:`IDENTITY` (i.e. differing only in seed): ``seeds``, ``runs``,
+    """One row per group of runs equal in :data:`IDENTITY` but the start (i.e. differing only in seed; split by
+    ``start`` where a seed repeats, module docstring): ``seeds``, ``runs``,
     ``<metric>_mean`` and ``<metric>_std`` for each of :data:`METRICS`. Keeps the order of ``rows``."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    by_identity: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[k] for k in IDENTITY), []).append(row)
+        by_identity.setdefault(tuple(row[k] for k in IDENTITY if k != "start"), []).append(row)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for members in by_identity.values():
+        seeds = [m["seed"] for m in members]
+        split = len(set(seeds)) < len(seeds)  # a seed twice: not seeds of one setting (module docstring)
+        # one name, or what each seed started from
+        starts = " ".join(sorted({str(m["start"]) for m in members}))
+        for m in members:
+            start = m["start"] if split else starts
+            groups.setdefault((*(m[k] for k in IDENTITY if k != "start"), start), []).append(m)
     out = []
     for key, members in groups.items():
         group: dict[str, Any] = dict(zip(IDENTITY, key, strict=True))
@@ -344,9 +383,13 @@ def _layout(
     ]
     if columns:
         metrics = list(check_columns(columns))
-    ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else [])]
-    return {"common": common, "shown": shown, "show_variant": show_variant, "judges": judges, "metrics": metrics,
-            "ident": ident}  # fmt: skip
+    # "from" only where it tells groups apart that would otherwise read as one row
+    rest = [tuple(g[k] for k in IDENTITY if k != "start") for g in groups]
+    show_start = len(set(rest)) < len(rest)
+    ident = ["experiment", "stage", "reward", "protocol", "held-out", *(["variant"] if show_variant else []),
+             *(["from"] if show_start else [])]  # fmt: skip
+    return {"common": common, "shown": shown, "show_variant": show_variant, "show_start": show_start,
+            "judges": judges, "metrics": metrics, "ident": ident}  # fmt: skip
 
 
 def check_columns(columns: Sequence[str]) -> Sequence[str]:
@@ -394,6 +437,7 @@ def grouped_markdown(
                 g["protocol"],
                 f"{g['split']} (n={g['n_eval']})",
                 *([shown[id(g)]] if layout["show_variant"] else []),
+                *([g["start"]] if layout["show_start"] else []),
                 g["seeds"],
                 *(_cell(g[f"{m}_mean"], g[f"{m}_std"], m) for m in metrics),
             ]  # fmt: skip
@@ -427,6 +471,7 @@ def to_markdown(
                 r["protocol"],
                 f"{r['split']} (n={r['n_eval']})",
                 *([shown[id(r)]] if layout["show_variant"] else []),
+                *([r["start"]] if layout["show_start"] else []),
                 r["seed"],
                 *(_ci_cell(r, m) for m in metrics),
             ]  # fmt: skip
