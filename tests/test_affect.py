@@ -534,6 +534,25 @@ def test_affect_metrics_absent_without_annotations(tmp_path) -> None:
     assert "va_scatter" not in paths and not (tmp_path / "va_scatter.png").exists()
 
 
+def test_a_plain_prompt_scores_no_intensity_or_va_rather_than_zero(tmp_path) -> None:
+    """SynthFACS carries levels and V/A, but a compact_v1 model never states either: None (not measured), not the
+    ICC / CCC of an all-zero prediction; the rates still say what was missing."""
+    samples = [record(aus=["AU12"], au_intensity={"AU12": 4}, valence=0.5, arousal=0.5),
+               record(aus=["AU4"], au_intensity={"AU4": 2}, valence=-0.5, arousal=0.1)]  # fmt: skip
+    metrics, rows = compute_metrics(samples, [cot("AU12"), cot("AU4")])
+    assert metrics["num_intensity_samples"] == metrics["num_va_samples"] == 2
+    for key in ("au_intensity_icc", "au_intensity_mae", "valence_ccc", "arousal_ccc", "valence_rmse"):
+        assert metrics[key] is None, key
+    assert metrics["au_intensity_missing_rate"] == 1.0 and metrics["va_invalid_rate"] == 1.0
+    assert metrics["au_intensity_icc_per_au"] == {}
+    paths = write_evaluation(tmp_path, metrics, rows)
+    assert "va_scatter" not in paths and "au_intensity_confusion" not in paths
+    # one stated level / one valid block is enough to score the rest as predicted-absent / (0, 0)
+    metrics, _ = compute_metrics(samples, [cot("(AU12, D)", va="0.5, 0.5"), cot("AU4")])
+    assert metrics["au_intensity_mae"] is not None and metrics["valence_rmse"] is not None
+    assert metrics["va_invalid_rate"] == 0.5
+
+
 def test_intensity_metrics_use_the_au_subset() -> None:
     sample = record(aus=["AU12"], au_intensity={"AU12": 3})
     metrics, _ = compute_metrics([sample, sample], [cot("(AU12, C)"), cot("(AU12, C)")], au_subset="disfa8")

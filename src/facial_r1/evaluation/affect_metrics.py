@@ -9,10 +9,13 @@ metric uses only the samples carrying its annotation (``data/schema.py``); undef
   (Shrout & Fleiss: two-way mixed, consistency, single rater; prediction and gold are the two raters),
   ``au_intensity_mae_per_au`` the mean absolute error; ``au_intensity_icc`` / ``au_intensity_mae`` average the AUs
   where they are defined. The AUs are ``au_subset`` when given (e.g. "disfa12"), else every AU coded in the
-  evaluated samples. ``au_intensity_missing_rate``: share of named AUs with no valid level.
+  evaluated samples. ``au_intensity_missing_rate``: share of named AUs with no valid level. Where no completion
+  states a single level (a plain prompt that never asked for them) ICC and MAE are None, not the scores of an
+  all-zero prediction: the model was not measured on intensity.
 * **Valence / arousal** (samples with both): CCC (Lin's concordance correlation, population moments), RMSE and sign
   agreement (SAGR: share of samples whose predicted sign equals the gold sign), per dimension. A missing or invalid
-  ``<va>`` block is scored as (0, 0), the circumplex centre, and counted in ``va_invalid_rate``.
+  ``<va>`` block is scored as (0, 0), the circumplex centre, and counted in ``va_invalid_rate``. Where no completion
+  has a valid block (a plain prompt) CCC, RMSE and SAGR are None and ``va_invalid_rate`` is 1.
 * **Format with V/A**: ``format_va_rate``, the share of all completions in the affect prompts' strict format
   (``Parsed.format_strict_va``; the plain ``format_rate`` counts a trailing ``<va>`` block as a failure).
 * **Compound** (samples with ``compound``): accuracy, UAR (mean recall over the classes present) and per-class
@@ -95,6 +98,12 @@ def intensity_metrics(
     }
     if not golds or not aus:
         return out
+    total_named = sum(len(n) for n in named)
+    if total_named:
+        missing = sum(len(set(n) - set(p)) for n, p in zip(named, preds, strict=True))
+        out["au_intensity_missing_rate"] = _num(missing / total_named)
+    if not any(preds):  # no level stated anywhere (module docstring)
+        return out
     for au in aus:
         g = [gold.get(au, 0) for gold in golds]
         p = [pred.get(au, 0) for pred in preds]
@@ -104,15 +113,12 @@ def intensity_metrics(
     maes = list(out["au_intensity_mae_per_au"].values())
     out["au_intensity_icc"] = _num(sum(iccs) / len(iccs)) if iccs else None
     out["au_intensity_mae"] = _num(sum(maes) / len(maes))
-    total_named = sum(len(n) for n in named)
-    if total_named:
-        missing = sum(len(set(n) - set(p)) for n, p in zip(named, preds, strict=True))
-        out["au_intensity_missing_rate"] = _num(missing / total_named)
     return out
 
 
 def va_metrics(golds: list[tuple[float, float]], preds: list[tuple[float, float] | None]) -> dict[str, Any]:
-    """CCC, RMSE and sign agreement of valence and arousal; invalid predictions count as (0, 0)."""
+    """CCC, RMSE and sign agreement of valence and arousal; invalid predictions count as (0, 0); None where no
+    prediction is valid (module docstring)."""
     out: dict[str, Any] = {"num_va_samples": len(golds), "va_invalid_rate": None}
     for dim in ("valence", "arousal"):
         out.update({f"{dim}_ccc": None, f"{dim}_rmse": None, f"{dim}_sagr": None})
@@ -120,6 +126,8 @@ def va_metrics(golds: list[tuple[float, float]], preds: list[tuple[float, float]
         return out
     filled = [p if p is not None else (0.0, 0.0) for p in preds]
     out["va_invalid_rate"] = _num(sum(p is None for p in preds) / len(preds))
+    if all(p is None for p in preds):
+        return out
     for k, dim in enumerate(("valence", "arousal")):
         g = [gold[k] for gold in golds]
         p = [pred[k] for pred in filled]

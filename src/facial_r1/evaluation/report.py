@@ -43,9 +43,10 @@ def write_evaluation(
     labels = list(label_set) if label_set is not None else list(metrics.get("emotion_classes") or [])
     plot_confusion_matrix(rows, labels, paths["confusion_matrix"])
     plot_per_au_f1(metrics, paths["per_au_f1"])
-    if metrics.get("num_va_samples"):
+    # Only where the model was measured on them: a plain prompt's all-missing V/A and levels draw nothing.
+    if metrics.get("num_va_samples") and metrics.get("valence_rmse") is not None:
         paths["va_scatter"] = plot_va_scatter(rows, metrics, run_dir / "va_scatter.png")
-    if metrics.get("num_intensity_samples"):
+    if metrics.get("num_intensity_samples") and metrics.get("au_intensity_mae") is not None:
         paths["au_intensity_confusion"] = plot_intensity_confusion(
             rows, metrics, run_dir / "au_intensity_confusion.png"
         )
