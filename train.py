@@ -7,6 +7,10 @@ lists the config groups and their options.
 import hydra
 from omegaconf import DictConfig
 
+from facial_r1.runtime import register_resolvers
+
+register_resolvers()  # before Hydra composes: conf/hydra/default.yaml names one (multirun folder names)
+
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:

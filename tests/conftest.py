@@ -33,6 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+    # As the entry points do before Hydra composes (tests compose train.yaml with its hydra node).
+    from facial_r1.runtime import register_resolvers
+
+    register_resolvers()
 
 
 @pytest.fixture(scope="session")

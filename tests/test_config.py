@@ -269,3 +269,23 @@ def test_num_threads_auto_respects_omp_and_caps_the_cores():
     assert resolve_threads("auto", env={}, cores=2) == 2
     assert resolve_threads("auto", env={}, cores=64) == AUTO_MAX_THREADS
     assert resolve_threads("auto", env={"OMP_NUM_THREADS": ""}, cores=1) == 1
+
+
+def test_multirun_folder_names_stay_under_the_file_system_limit(tmp_path):
+    """A sweep over many long overrides: Hydra's "<num>_<overrides>" folder would pass 255 bytes ("File name too
+    long"); conf/hydra/default.yaml cuts it to 200 bytes + a hash of the whole, and leaves short ones unchanged."""
+    from facial_r1.runtime import register_resolvers, short_dirname
+
+    register_resolvers()
+    cfg = compose_train([], tmp_path)
+    long = ",".join(f"stage.objective.some_long_setting_number_{i}=value_{i}_{'x' * 20}" for i in range(8))
+    for overrides, expect_same in (("reward=acc_format,stage.lr=1e-4", True), (long, False)):
+        OmegaConf.set_readonly(cfg.hydra, False)  # HydraConfig froze it; a launcher sets this per job
+        with open_dict(cfg):
+            cfg.hydra.job.override_dirname = overrides
+        subdir = cfg.hydra.sweep.subdir
+        assert subdir.startswith("0_") and len(subdir.encode()) <= 2 + 200
+        assert (subdir == f"0_{overrides}") is expect_same
+    (tmp_path / subdir).mkdir()  # a folder of that name can exist
+    assert short_dirname(long + "a") != short_dirname(long + "b")  # same 190-byte prefix, two folders
+    assert len(short_dirname("é" * 300).encode()) <= 200  # cut on a character boundary
