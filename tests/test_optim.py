@@ -48,13 +48,27 @@ def _run_40_steps(factory, make_opt):
         for model, opt in ((fp32, opt32), (bf16, opt16)):
             opt.zero_grad()
             for p, g in zip(model.parameters(), grads, strict=True):
-                p.grad = g.to(p.dtype)
+                p.grad = _like(p, g.to(p.dtype))
             opt.step()
         if step == 1 and isinstance(opt16, MasterWeights):
             # one step: the fp32 masters moved exactly as the fp32 run's weights
             for p16, p32 in zip(bf16.parameters(), fp32.parameters(), strict=True):
-                torch.testing.assert_close(opt16.state[p16]["master"], p32.detach(), rtol=0, atol=1e-9)
+                master = _full(opt16.state[p16]["master"])
+                torch.testing.assert_close(master, p32.detach(), rtol=0, atol=1e-9)
     return fp32, bf16, opt16, start
+
+
+def _like(param, tensor):
+    """``tensor`` laid out as ``param``: a DTensor with its placements for an FSDP2-sharded parameter."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        return distribute_tensor(tensor, param.device_mesh, param.placements)
+    return tensor
+
+
+def _full(tensor):
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def _off_trajectory(fp32, bf16) -> int:
@@ -115,6 +129,47 @@ def test_master_copies_survive_a_state_dict_round_trip_in_fp32():
         for key in ("master", "momentum_buffer"):
             assert opt2.state[q][key].dtype == torch.float32
             assert torch.equal(opt2.state[q][key], opt.state[p][key])
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group, as FSDP2 (trainer=fsdp) runs under, torn down after the test."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("factory", [ADAMW, SGD], ids=["adamw", "sgd"])
+def test_master_copies_follow_the_fp32_run_on_fsdp2_sharded_weights(factory, one_rank_group):
+    """trainer=fsdp with bf16 weights (the 7B presets' sharded path): FSDP2 parameters are DTensors, whose dtype a
+    `.data` swap does not change; the master copies must still run the update in fp32 and keep every bf16 weight on
+    the fp32 run's trajectory, as in the unsharded test above."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    mesh = init_device_mesh("cpu", (1,))
+
+    def sharded(model):
+        for layer in model:
+            if any(True for _ in layer.parameters()):
+                fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        assert all(isinstance(p, DTensor) and p.dtype == torch.bfloat16 for p in model.parameters())
+        return _build(model, factory)
+
+    fp32, bf16, opt, start = _run_40_steps(factory, sharded)
+    assert isinstance(opt, MasterWeights)
+    assert all(opt.state[p]["master"].dtype == torch.float32 for p in bf16.parameters())
+    full = [_full(p) for p in bf16.parameters()]
+    assert all(
+        torch.equal(p, q.detach().to(torch.bfloat16)) for p, q in zip(full, fp32.parameters(), strict=True)
+    )
+    assert any(not torch.equal(p, _full(s)) for p, s in zip(full, start, strict=True))
 
 
 @pytest.mark.parametrize(

@@ -324,16 +324,20 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_sft_run, subproc
 
 @pytest.mark.slow
 def test_sft_runs_sharded_on_two_cpu_processes(tmp_path, tiny_model_dir, subprocess_env):
-    """trainer=fsdp_cpu: SFT with FSDP2-sharded parameters (automatic optimisation, clipping, synced greedy
-    validation) ends with a plain Hugging Face export gathered on rank 0 and held-out metrics."""
+    """trainer=fsdp_cpu with bf16 weights (the 7B presets' sharded path): SFT with FSDP2-sharded parameters
+    (automatic optimisation, clipping, synced greedy validation, fp32 master copies on DTensors) resumes from its
+    checkpoint after step 2 and ends with a plain Hugging Face export gathered on rank 0 and held-out metrics."""
     out = tmp_path / "out"
-    run_train(
-        [*TINY_TRAIN_ARGS, "logger=csv", "trainer=fsdp_cpu", "trainer.max_steps=4"], subprocess_env(out), 420
-    )
+    args = [*TINY_TRAIN_ARGS, "logger=csv", "trainer=fsdp_cpu", "model.dtype=bfloat16"]
+    run_train([*args, "trainer.max_steps=2"], subprocess_env(out), 420)
     (run,) = (out / "train").iterdir()
+    proc = run_train([*args, "trainer.max_steps=4", f"ckpt_path={run}", f"hydra.run.dir={run}"],
+                     subprocess_env(out), 420)  # fmt: skip
+    assert "Restored all states" in proc.stdout + proc.stderr
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
     weights = load_file(run / "model" / "model.safetensors")
     start = load_file(tiny_model_dir / "model.safetensors")
     assert weights.keys() == start.keys()  # full tensors under the plain names, not shards
     assert all(weights[k].shape == start[k].shape for k in start)
-    assert any(not torch.equal(weights[k], start[k]) for k in start)
+    assert all(w.dtype == torch.bfloat16 for w in weights.values())
+    assert any(not torch.equal(weights[k].float(), start[k].float()) for k in start)

@@ -59,6 +59,10 @@ class StageModule(L.LightningModule):
         drop_frozen_weights(checkpoint["state_dict"], self.model, prefix="model.")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" not in checkpoint:
+            # A sharded strategy (trainer=fsdp: Lightning's ModelParallelStrategy) loaded the weights into the
+            # sharded module itself and took them out of the checkpoint before this hook runs.
+            return
         expected = {f"model.{name}" for name, _ in self.model.named_parameters()}
         check_restorable(sorted(expected - set(checkpoint["state_dict"])), self.model, prefix="model.")
 

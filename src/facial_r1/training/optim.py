@@ -34,49 +34,69 @@ class MasterWeights:
     :func:`with_master_weights`.
 
     The parameter groups hold the module's own parameters, so Lightning's gradient clipping, LR schedulers and
-    checkpointing see the usual objects. During :meth:`step` (and :meth:`load_state_dict`) each low-precision
-    parameter's data is swapped for its fp32 master, so the optimizer's state (AdamW's moments, SGD's momentum) is
-    fp32 too; afterwards the parameter gets the master rounded back. Memory: +4 bytes per low-precision trainable
-    parameter (the master) and fp32 state - what a mixed-precision run with fp32 weights spends, without holding
-    fp32 weights.
+    checkpointing see the usual objects. During :meth:`step` each low-precision parameter is replaced in its group
+    by its fp32 master (created from it on the first step, kept as ``state[p]["master"]``) carrying the gradient in
+    fp32, so the optimizer's state (AdamW's moments, SGD's momentum) is fp32 too; afterwards the group gets the
+    parameter back and the parameter the master rounded to its dtype. The tensors themselves are swapped, never
+    their ``.data``: a sharded parameter (FSDP2's DTensor) keeps its dtype through a ``.data`` swap and the update
+    would fail on mixed dtypes. Memory: +4 bytes per low-precision trainable parameter (the master) and fp32 state -
+    what a mixed-precision run with fp32 weights spends, without holding fp32 weights.
     """
 
     def _low_precision(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.dtype in LOW_PRECISION]
 
     @contextlib.contextmanager
-    def _masters_swapped_in(self) -> Iterator[None]:
+    def _masters_in_groups(self, masters: dict[torch.Tensor, torch.Tensor]) -> Iterator[None]:
+        """Each low-precision parameter ``p`` replaced by ``masters[p]`` in the groups, its state moved along."""
         swapped = []
-        for p in self._low_precision():
-            # (created here, stored after the step: AdamW initialises its moments only for an empty state)
-            master = self.state[p].get("master")
-            swapped.append((p, p.data, p.grad))
-            p.data = p.detach().float() if master is None else master
-            p.grad = None if p.grad is None else p.grad.float()
+        for group in self.param_groups:
+            for i, p in enumerate(group["params"]):
+                if p in masters:
+                    master = masters[p]
+                    group["params"][i] = master
+                    if p in self.state:
+                        self.state[master] = self.state.pop(p)
+                    swapped.append((group, i, p, master))
         try:
             yield
         finally:
-            for p, data, grad in swapped:
-                self.state[p]["master"] = p.data
-                data.copy_(p.data)  # round to the module's dtype
-                p.data, p.grad = data, grad
+            for group, i, p, master in swapped:
+                group["params"][i] = p
+                if master in self.state:
+                    self.state[p] = self.state.pop(master)
 
     @torch.no_grad()
     def step(self, closure=None):
-        with self._masters_swapped_in():
-            return super().step(closure)
+        masters = {}
+        for p in self._low_precision():
+            # stored after the step: AdamW initialises its moments only for an empty state
+            master = self.state[p].pop("master", None) if p in self.state else None
+            master = p.detach().float() if master is None else master
+            master.grad = None if p.grad is None else p.grad.detach().float()
+            masters[p] = master
+        with self._masters_in_groups(masters):
+            loss = super().step(closure)
+        for p, master in masters.items():
+            master.grad = None
+            self.state[p]["master"] = master
+            p.copy_(master)  # round to the module's dtype
+        return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # torch casts loaded floating-point state to each parameter's dtype: with fp32 data in place, the saved
-        # masters and moments stay fp32 instead of being rounded to bf16 on resume.
-        saved = [(p, p.data) for p in self._low_precision()]
-        for p, data in saved:
-            p.data = data.float()
-        try:
+        # torch casts loaded floating-point state to each parameter's dtype: with fp32 stand-ins in the groups, the
+        # saved masters and moments stay fp32 instead of being rounded to bf16 on resume.
+        stand_ins = {p: p.detach().float() for p in self._low_precision()}
+        with self._masters_in_groups(stand_ins):
             super().load_state_dict(state_dict)
-        finally:
-            for p, data in saved:
-                p.data = data
+        # torch rebuilds the group dicts around the same "params" lists, so the restore above reached them; make
+        # sure no stand-in is left behind should a torch version copy those lists
+        real = {id(v): k for k, v in stand_ins.items()}
+        for group in self.param_groups:
+            group["params"] = [real.get(id(t), t) for t in group["params"]]
+        for p, stand_in in stand_ins.items():
+            if stand_in in self.state:
+                self.state[p] = self.state.pop(stand_in)
 
 
 class MasterWeightAdamW(MasterWeights, torch.optim.AdamW):
