@@ -204,6 +204,12 @@ def test_runs_from_different_checkpoints_are_not_pooled_as_seeds(tmp_path):
         (3, "sft_seed0 sft_seed1 sft_seed2")
     ]
     assert "from" not in "\n".join(results.grouped_markdown(rows))
+    # the same start and seeds twice (two chains' round SFTs, differing only in dataset.runs): said, not hidden
+    for seed in (0, 1):
+        make_run(other / "again", f"r{seed}", stage="grpo", experiment="e", seed=seed, init_from=f"/ckpt/sft_seed{seed}",
+                 overrides=("dataset.runs=[/other/synth]",))  # fmt: skip
+    text = "\n".join(results.grouped_markdown(results.collect([other])))
+    assert "**Seeds repeat in a row:** e (seeds 0 0 1 1 2)" in text
     assert (
         results.start_name(None) == "-"
         and results.start_name("/m/2026-01-02_03-04-05_sft_all/model/") == "sft_all"

@@ -29,9 +29,9 @@ the run's command-line overrides minus those that name the experiment, stage, re
 between otherwise equal runs for bookkeeping only (paths, run folders, ``model.init_from``, ``dataset.runs``);
 ``start`` = which checkpoint the run started from, as the name of the run that exported it (its folder name without
 the time stamp: ``sft_synth_round3``; ``-`` for the untrained model). A group is the runs equal in everything but
-the seed; where such a group holds one seed twice, its runs differ in something the row does not show, so it is
-split by ``start`` (runs from two different checkpoints are never averaged as seeds of one), and the tables gain a
-``from`` column;
+the seed; where such a group holds one seed twice, its runs differ in something the row does not show: it is split by
+``start`` when that tells them apart (runs from two different checkpoints are never averaged as seeds of one; the
+tables gain a ``from`` column), else the table says so above it;
 ``dataset.eval_source.<key>`` (the pipeline's round-2 SFT) is shown as ``dataset.<key>``. ``judge_score`` (the LLM
 judge's reasoning score of ``evaluate.py judge=openai``) comes with ``judge`` = ``model | rubric | server``; rows of
 different judges are refused (:class:`MixedJudgesError`) rather than put in one column, since judges drift apart.
@@ -311,6 +311,10 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def _repeats(seeds: Sequence[Any]) -> bool:
+    return len(set(seeds)) < len(seeds)
+
+
 def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per group of runs equal in :data:`IDENTITY` but the start (i.e. differing only in seed; split by
     ``start`` where a seed repeats, module docstring): ``seeds``, ``runs``,
@@ -320,8 +324,11 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         by_identity.setdefault(tuple(row[k] for k in IDENTITY if k != "start"), []).append(row)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for members in by_identity.values():
-        seeds = [m["seed"] for m in members]
-        split = len(set(seeds)) < len(seeds)  # a seed twice: not seeds of one setting (module docstring)
+        # a seed twice: not seeds of one setting (module docstring); split by start where that tells them apart
+        by_start: dict[str, list[Any]] = {}
+        for m in members:
+            by_start.setdefault(str(m["start"]), []).append(m["seed"])
+        split = _repeats([m["seed"] for m in members]) and not any(_repeats(s) for s in by_start.values())
         # one name, or what each seed started from
         starts = " ".join(sorted({str(m["start"]) for m in members}))
         for m in members:
@@ -424,6 +431,11 @@ def grouped_markdown(
     evaluated_on = sorted({f"{r['split']} (n={r['n_eval']})" for r in rows})
     if len(evaluated_on) > 1:
         lines += [f"**Not comparable as one table:** runs were evaluated on {', '.join(evaluated_on)}.", ""]
+    repeated = [g for g in groups if _repeats(g["seeds"].split())]
+    if repeated:  # runs told apart by nothing the row shows (dataset.runs, same-named checkpoints): not seeds
+        rows_named = ", ".join(f"{g['experiment']} (seeds {g['seeds']})" for g in repeated)
+        lines += [f"**Seeds repeat in a row:** {rows_named}. Its runs differ in something the row does not show "
+                  "(e.g. the synthesis runs they trained on); collect them separately.", ""]  # fmt: skip
     if layout["common"]:
         lines += ["Every run: `" + " ".join(layout["common"]) + "`", ""]
     lines += [load_note(rows), ""]
