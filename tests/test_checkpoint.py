@@ -10,7 +10,12 @@ import torch
 from conftest import TINY_TRAIN_ARGS, run_train
 from safetensors.torch import load_file
 
-from facial_r1.training.checkpoint import StreamingCheckpointIO, check_restorable, drop_frozen_weights
+from facial_r1.training.checkpoint import (
+    StreamingCheckpointIO,
+    WallClock,
+    check_restorable,
+    drop_frozen_weights,
+)
 
 
 def test_streaming_checkpoint_io_writes_atomically(tmp_path):
@@ -20,6 +25,19 @@ def test_streaming_checkpoint_io_writes_atomically(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.ckpt"]  # no temporary left behind
     loaded = io.load_checkpoint(tmp_path / "ck" / "last.ckpt")
     assert torch.equal(loaded["state_dict"]["w"], state["state_dict"]["w"]) and loaded["global_step"] == 3
+
+
+def test_wall_clock_adds_the_sessions_before_a_resume():
+    killed = WallClock(started=1000.0)
+    state = killed.state_dict()  # what a checkpoint written now holds
+    assert state["elapsed_s"] > 0
+    resumed = WallClock()
+    resumed.load_state_dict(state)
+    assert resumed.elapsed() >= state["elapsed_s"]
+    assert resumed.elapsed() - state["elapsed_s"] < 60  # plus this session's seconds only
+    fresh = WallClock()
+    fresh.load_state_dict({})  # a checkpoint written before the clock existed
+    assert fresh.elapsed() < 60
 
 
 def test_frozen_weights_are_dropped_and_only_they_may_be_missing():
@@ -61,6 +79,11 @@ def test_lora_checkpoints_hold_the_adapter_and_resume_exactly(tmp_path, subproce
     run_train([*LORA_ARGS, "trainer.max_steps=4", f"ckpt_path={half / 'checkpoints' / 'last.ckpt'}"], env)
     (resumed,) = [p for p in (root / "train").glob("*_sft") if p not in (straight, half)]
     assert json.loads((resumed / "run_info.json").read_text())["resumed_from"].endswith("last.ckpt")
+    # the resumed run's wall time counts the killed session up to its checkpoint, then its own
+    counted = next(v["elapsed_s"] for k, v in ckpt["callbacks"].items() if "WallClock" in k)
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["wall_time_s"] == pytest.approx(counted + metrics["session_wall_time_s"])
+    assert metrics["session_wall_time_s"] > 0 and counted > 0
     a, b = (
         load_file(straight / "model" / "model.safetensors"),
         load_file(resumed / "model" / "model.safetensors"),

@@ -13,16 +13,20 @@ them proportionate to a real checkpoint:
 - **Streamed to disk** (:class:`StreamingCheckpointIO`): Lightning's default serialises the whole checkpoint into an
   in-memory buffer before writing it (a 7B full fine-tune's state is ~100 GB of host RAM); here ``torch.save``
   writes to a temporary file beside the target, renamed into place when complete (still atomic).
+
+A resumed run's ``wall_time_s`` counts the killed sessions too (:class:`WallClock`): the results tables report what
+a stage cost, not only its last session.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -70,3 +74,22 @@ def check_restorable(missing: list[str], module: torch.nn.Module, prefix: str) -
             f"checkpoint lacks {len(lost)} trainable weights (first: {lost[0]}): it was written by a run with a "
             "different model.lora / model.freeze_vision setting"
         )
+
+
+class WallClock(Callback):
+    """The stage's wall time across a kill and resume: this session's seconds since ``started`` plus what the
+    checkpoint it resumed from had counted (the earlier sessions up to their last checkpoint; the steps after it
+    were lost and are run again, so they count once)."""
+
+    def __init__(self, started: float | None = None):
+        self.started = time.time() if started is None else float(started)
+        self.before = 0.0  # the earlier sessions' seconds, from the checkpoint
+
+    def elapsed(self) -> float:
+        return self.before + time.time() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict.get("elapsed_s") or 0.0)

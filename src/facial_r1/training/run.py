@@ -27,7 +27,7 @@ from facial_r1.lineage import (
 from facial_r1.runtime import load_average, machine_record, set_threads
 from facial_r1.tracking.loggers import build_loggers, finish_loggers
 from facial_r1.tracking.naming import run_identity
-from facial_r1.training.checkpoint import StreamingCheckpointIO
+from facial_r1.training.checkpoint import StreamingCheckpointIO, WallClock
 from facial_r1.training.checks import check_train_config
 from facial_r1.training.optimized_metric import check_optimized_metric, optimized_metric_value
 
@@ -40,7 +40,7 @@ def run_dir_from_hydra() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
+def build_callbacks(cfg: DictConfig, has_logger: bool = True, clock: WallClock | None = None) -> list:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 
@@ -50,7 +50,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list:
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     if not has_logger:  # logger=none: Lightning refuses an LR monitor with nothing to log to
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    return callbacks
+    return [*callbacks, clock] if clock is not None else callbacks
 
 
 def load_splits(source, stage_name: str) -> dict[str, list[dict[str, Any]]]:
@@ -119,9 +119,10 @@ def train(cfg: DictConfig) -> float | None:
         "ddp_spawn",
     ):  # sharded ones save their own way
         trainer_kwargs["plugins"] = [StreamingCheckpointIO()]
+    clock = WallClock(started)  # wall_time_s counts the sessions before a resume too
     trainer = instantiate(
         cfg.trainer,
-        callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
+        callbacks=build_callbacks(cfg, has_logger=bool(loggers), clock=clock),
         logger=loggers or False,
         **trainer_kwargs,
     )
@@ -150,7 +151,8 @@ def train(cfg: DictConfig) -> float | None:
         )
         log.info("exported %s", export_dir)
         metrics = final_evaluation(cfg, adapter, prompt, reward, splits, run_dir, loggers, trainer)
-        metrics["wall_time_s"] = time.time() - started
+        metrics["wall_time_s"] = clock.elapsed()
+        metrics["session_wall_time_s"] = metrics["wall_time_s"] - clock.before  # this process's share
         metrics["global_step"] = int(trainer.global_step)
         metrics["machine"] = machine_record(load_at_start)
         write_json_atomic(run_dir / "metrics.json", metrics)
