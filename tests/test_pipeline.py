@@ -121,6 +121,51 @@ def test_round_grpo_data_round_prompts_each_rounds_grpo_with_that_rounds_faces(t
     assert pipeline.parse_args(["round_grpo_data=round"]).round_grpo_data == "round"
 
 
+def test_round_selectors_reach_every_rounds_sft_or_grpo_and_nothing_else():
+    stages = {s.name: s for s in pipeline.build_stages(rounds=2)}
+    overrides = ["sft_synth:trainer.max_steps=9", "grpo_synth:reward=acc_format"]
+    for name in ("sft_synth_round1", "sft_synth_round2"):
+        assert stage_overrides(stages[name], overrides) == ["trainer.max_steps=9"]
+    for name in ("grpo_synth_round1", "grpo_synth_round2"):
+        assert stage_overrides(stages[name], overrides) == ["reward=acc_format"]
+    for name in ("sft_300", "sft300_grpo", "synth_round2"):
+        assert stage_overrides(stages[name], overrides) == []
+
+
+def test_preset_sets_the_chain_and_goes_before_the_command_lines_overrides(tmp_path, monkeypatch):
+    from test_config import compose_train
+
+    args = pipeline.parse_args(["preset=flywheel", "--", "grpo_synth:trainer.max_steps=7"])
+    assert (args.rounds, args.round_init, args.round_grpo_data) == (3, "base", "round")
+    assert args.overrides[-1] == "grpo_synth:trainer.max_steps=7"  # the command line's last: it wins
+    assert pipeline.parse_args(["preset=flywheel", "rounds=1", "round_init=latest"]).rounds == 1
+    assert pipeline.parse_args(["preset=flywheel", "round_init=latest"]).round_init == "latest"
+    # the round GRPO command composes with the preset's reward and the command line's step count
+    stages = {
+        s.name: s for s in pipeline.build_stages(args.rounds, args.round_init, None, args.round_grpo_data)
+    }
+    inputs = {"sft_synth_round1": tmp_path / "sft" / "model", "synth_round1": tmp_path / "s1"}
+    command = stage_command(stages["grpo_synth_round1"], tmp_path / "g", tmp_path, 0, inputs, args.overrides,
+                            resume=False)  # fmt: skip
+    cfg = compose_train([a for a in command[2:] if not a.startswith("hydra.")], tmp_path)
+    assert "consistency" in cfg.reward.components and cfg.stage.objective.zero_std == "resample"
+    assert cfg.trainer.max_steps == 7 and cfg.dataset.rows == "all"
+    sft300_grpo = stage_command(stages["sft300_grpo"], tmp_path / "h", tmp_path, 0, {"sft_300": tmp_path / "m"},
+                                args.overrides, resume=False)  # fmt: skip
+    assert "reward=au_acc_format_consistency" not in sft300_grpo and "trainer.max_steps=400" in sft300_grpo
+    with pytest.raises(SystemExit):  # argparse's error: names the presets there are
+        pipeline.parse_args(["preset=nope"])
+    monkeypatch.setattr(pipeline, "PRESETS", tmp_path)
+    (tmp_path / "bad.yaml").write_text("rounds: 2\nlr: 1\n")
+    with pytest.raises(
+        PipelineError, match="a mapping of overrides, round_grpo_data, round_init, rounds only"
+    ):
+        pipeline.load_preset("bad")
+    (tmp_path / "braces.yaml").write_text("overrides:\n  - synth:generation.retry={do_sample: true}\n")
+    with pytest.raises(PipelineError, match="quote"):
+        pipeline.load_preset("braces")
+
+
 def test_parse_args_splits_hydra_overrides_after_the_double_dash(tmp_path):
     args = pipeline.parse_args(
         ["--out-root", str(tmp_path), "--quick", "--seed", "2", "--", "a=1", "sft:b=2"]

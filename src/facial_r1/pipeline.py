@@ -1,7 +1,7 @@
 """The paper's pipeline in one command: SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x rounds, resumable.
 
-    python -m facial_r1.pipeline [rounds=N] [round_init=base|sft300|latest] [round_grpo_data=train|round]
-                                 [ablation=all|NAME,...] [--out-root DIR]
+    python -m facial_r1.pipeline [preset=NAME] [rounds=N] [round_init=base|sft300|latest]
+                                 [round_grpo_data=train|round] [ablation=all|NAME,...] [--out-root DIR]
                                  [--seed N | --seeds 0,1,2] [--columns a,b] [--into FILE:NAME] [--quick]
                                  [-- override ...]
 
@@ -64,8 +64,11 @@ stage), ``sft``, ``grpo``, ``synth``, ``eval`` or a stage name, e.g. ``-- datase
 grpo:trainer.max_time=null sft_synth_round1:dataset.balance=none``. The round SFTs train on ``dataset=synth``, whose
 held-out splits come from ``dataset.eval_source``: plain ``dataset.<key>`` overrides are passed there as
 ``dataset.eval_source.<key>`` (keys of dataset=synth itself stay) so every stage evaluates on the same test split.
-``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained model's responses
-form a round) for tests: the whole chain in about a minute.
+``sft_synth`` and ``grpo_synth`` select every round's SFT / GRPO. ``preset=<name>`` reads ``conf/pipeline/<name>.yaml``
+(a measured recipe: ``rounds``, ``round_init``, ``round_grpo_data`` and an ``overrides`` list that goes before the
+command line's, which win): ``python -m facial_r1.pipeline preset=flywheel --seeds 0,1,2`` runs the README's best
+chain. ``--quick`` adds tiny budgets (a few steps, 64 training faces, synthesis checks off so the untrained model's
+responses form a round) for tests: the whole chain in about a minute.
 """
 
 from __future__ import annotations
@@ -258,11 +261,14 @@ class PipelineError(RuntimeError):
 
 
 _KINDS = ("sft", "grpo", "synth", "eval")
+# selectors of every round's SFT / GRPO (sft_synth_round<r>, grpo_synth_round<r>)
+_ROUND_STAGES = ("sft_synth", "grpo_synth")
 
 
 def _known_selector(selector: str) -> bool:
-    """``train``, a stage kind, or a stage name (of any number of rounds: ``synth_round3``; or an ablation's)."""
-    if selector in {"train", *_KINDS, "sft_300", "sft300_grpo", *(s.name for s in ABLATION)}:
+    """``train``, a stage kind, every round's SFT or GRPO (``sft_synth``, ``grpo_synth``), or a stage name (of any
+    number of rounds: ``synth_round3``; or an ablation's)."""
+    if selector in {"train", *_KINDS, *_ROUND_STAGES, "sft_300", "sft300_grpo", *(s.name for s in ABLATION)}:
         return True
     for prefix in ("synth_round", "sft_synth_round", "grpo_synth_round"):
         if selector.startswith(prefix) and selector[len(prefix) :].isdigit():
@@ -271,7 +277,8 @@ def _known_selector(selector: str) -> bool:
 
 
 def _selectors(stage: Stage) -> set[str]:
-    return {stage.name, stage.kind} | ({"train"} if stage.task == "train" else set())
+    rounds = {r for r in _ROUND_STAGES if stage.name.startswith(f"{r}_round")}
+    return {stage.name, stage.kind, *rounds} | ({"train"} if stage.task == "train" else set())
 
 
 def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
@@ -283,9 +290,9 @@ def stage_overrides(stage: Stage, overrides: Sequence[str]) -> list[str]:
         if sep and "=" not in selector:  # "sel:key=value"; a plain value may contain ":" (times, URLs)
             if not _known_selector(selector):
                 raise PipelineError(
-                    f"override {item!r}: unknown selector {selector!r}; use train, sft, grpo, synth, eval or a "
-                    "stage name (sft_300, sft300_grpo, synth_round<r>, sft_synth_round<r>, grpo_synth_round<r>, "
-                    "an ablation stage)"
+                    f"override {item!r}: unknown selector {selector!r}; use train, sft, grpo, synth, eval, "
+                    "sft_synth (every round's SFT), grpo_synth (every round's GRPO) or a stage name (sft_300, "
+                    "sft300_grpo, synth_round<r>, sft_synth_round<r>, grpo_synth_round<r>, an ablation stage)"
                 )
             if selector not in _selectors(stage):
                 continue
@@ -459,6 +466,31 @@ def _write_results(
         log.info("wrote block %r into %s", name, path)
 
 
+# ---- presets: a recipe's settings in one file -----------------------------------------------------------------------
+
+PRESETS = REPO / "conf" / "pipeline"
+_PRESET_DEFAULTS = {"rounds": 1, "round_init": "latest", "round_grpo_data": "train"}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """``conf/pipeline/<name>.yaml``: ``rounds`` / ``round_init`` / ``round_grpo_data`` and ``overrides`` (a list,
+    as after ``--``), so a measured recipe runs as ``preset=<name>`` instead of a screenful of overrides."""
+    import yaml
+
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml"))) or "none"
+        raise PipelineError(f"preset={name}: {path} does not exist (presets: {known})")
+    data = yaml.safe_load(path.read_text()) or {}
+    allowed = {*_PRESET_DEFAULTS, "overrides"}
+    if not isinstance(data, dict) or set(data) - allowed:
+        raise PipelineError(f"{path}: a mapping of {', '.join(sorted(allowed))} only")
+    overrides = data.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise PipelineError(f"{path}: overrides must be a list of key=value strings (quote ones with braces)")
+    return {**data, "overrides": overrides}
+
+
 # ---- command line -------------------------------------------------------------------------------------------------
 
 
@@ -479,12 +511,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed=N for every stage (default 0)")
     parser.add_argument("--seeds", type=str, default=None, help="comma list, e.g. 0,1,2: one chain per seed, each "
                         "in <out-root>/seed<N>, then one results table over all of them in <out-root>")  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=1, help="synthesise -> SFT -> GRPO rounds after SFT-300 -> "
+    parser.add_argument("--preset", default=None, help="conf/pipeline/<name>.yaml: a recipe's rounds, round_init, "
+                        "round_grpo_data and overrides; the command line's win (`preset=flywheel` works too)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=None, help="synthesise -> SFT -> GRPO rounds after SFT-300 -> "
                         "GRPO (default 1; `rounds=2` works too)")  # fmt: skip
-    parser.add_argument("--round-init", choices=ROUND_INITS, default="latest", help="where each round's SFT starts: "
+    parser.add_argument("--round-init", choices=ROUND_INITS, default=None, help="where each round's SFT starts: "
                         "base (the untrained model), sft300 (the SFT-300 export) or latest (the export that "
                         "synthesised the round; default). `round_init=base` works too")  # fmt: skip
-    parser.add_argument("--round-grpo-data", choices=ROUND_GRPO_DATA, default="train", help="which faces each "
+    parser.add_argument("--round-grpo-data", choices=ROUND_GRPO_DATA, default=None, help="which faces each "
                         "round's GRPO prompts with: train (SynthFACS' train split; default) or round (every face "
                         "its round synthesised). `round_grpo_data=round` works too")  # fmt: skip
     parser.add_argument("--ablation", default=None, help="the ablation table's other rows after the chain: all, or "
@@ -500,13 +534,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "metric")  # fmt: skip
     # `rounds=2` / `round_init=base` (Hydra-style, as the stages take theirs) mean --rounds / --round-init.
     argv = [f"--{a.split('=', 1)[0].replace('_', '-')}={a.split('=', 1)[1]}" if a.split("=", 1)[0] in
-            ("rounds", "round_init", "round_grpo_data", "seed", "seeds", "ablation") else a
+            ("preset", "rounds", "round_init", "round_grpo_data", "seed", "seeds", "ablation") else a
             for a in argv]  # fmt: skip
     args = parser.parse_args(argv)
-    args.overrides = overrides
     args.columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     try:
-        ablation_stages(args.ablation)
+        preset = load_preset(args.preset) if args.preset else {}
+        for key, default in _PRESET_DEFAULTS.items():  # the command line, else the preset, else the default
+            if getattr(args, key) is None:
+                setattr(args, key, preset.get(key, default))
+        args.overrides = [*preset.get("overrides", ()), *overrides]  # later overrides win (Hydra)
+        build_stages(args.rounds, args.round_init, args.ablation, args.round_grpo_data)
         if args.columns:
             check_columns(args.columns)
     except (PipelineError, ValueError) as err:  # before any stage runs, not hours later
