@@ -137,7 +137,17 @@ def test_preset_sets_the_chain_and_goes_before_the_command_lines_overrides(tmp_p
 
     args = pipeline.parse_args(["preset=flywheel", "--", "grpo_synth:trainer.max_steps=7"])
     assert (args.rounds, args.round_init, args.round_grpo_data) == (3, "base", "round")
-    assert args.overrides[-1] == "grpo_synth:trainer.max_steps=7"  # the command line's last: it wins
+    stages = {
+        s.name: s for s in pipeline.build_stages(args.rounds, args.round_init, None, args.round_grpo_data)
+    }
+    every = pipeline.chain_overrides(list(stages.values()), False, args.preset_overrides, args.overrides)
+    assert every[-1] == "grpo_synth:trainer.max_steps=7"  # the command line's last: it wins
+    # a --quick run of the preset stays quick: its budget comes after the preset's step counts
+    quick = pipeline.chain_overrides(list(stages.values()), True, args.preset_overrides, [])
+    steps = [
+        o for o in stage_overrides(stages["sft_synth_round2"], quick) if o.startswith("trainer.max_steps=")
+    ]
+    assert steps == ["trainer.max_steps=1000", "trainer.max_steps=2"]
     assert pipeline.parse_args(["preset=flywheel", "rounds=1", "round_init=latest"]).rounds == 1
     assert pipeline.parse_args(["preset=flywheel", "round_init=latest"]).round_init == "latest"
     # the round GRPO command composes with the preset's reward and the command line's step count
@@ -145,13 +155,13 @@ def test_preset_sets_the_chain_and_goes_before_the_command_lines_overrides(tmp_p
         s.name: s for s in pipeline.build_stages(args.rounds, args.round_init, None, args.round_grpo_data)
     }
     inputs = {"sft_synth_round1": tmp_path / "sft" / "model", "synth_round1": tmp_path / "s1"}
-    command = stage_command(stages["grpo_synth_round1"], tmp_path / "g", tmp_path, 0, inputs, args.overrides,
+    command = stage_command(stages["grpo_synth_round1"], tmp_path / "g", tmp_path, 0, inputs, every,
                             resume=False)  # fmt: skip
     cfg = compose_train([a for a in command[2:] if not a.startswith("hydra.")], tmp_path)
     assert "consistency" in cfg.reward.components and cfg.stage.objective.zero_std == "resample"
     assert cfg.trainer.max_steps == 7 and cfg.dataset.rows == "all"
     sft300_grpo = stage_command(stages["sft300_grpo"], tmp_path / "h", tmp_path, 0, {"sft_300": tmp_path / "m"},
-                                args.overrides, resume=False)  # fmt: skip
+                                every, resume=False)  # fmt: skip
     assert "reward=au_acc_format_consistency" not in sft300_grpo and "trainer.max_steps=400" in sft300_grpo
     with pytest.raises(SystemExit):  # argparse's error: names the presets there are
         pipeline.parse_args(["preset=nope"])

@@ -366,12 +366,23 @@ def stage_command(
     return [sys.executable, stage.script, *args, *stage_overrides(stage, overrides)]
 
 
+def chain_overrides(
+    stages: Sequence[Stage], quick: bool, preset_overrides: Sequence[str], overrides: Sequence[str]
+) -> list[str]:
+    """A preset's overrides, then ``--quick``'s budget, then the command line's (Hydra: the last value wins)."""
+    # --quick's SFT-300 has 32 samples, so the round SFTs keep those 32 teacher rows (not 300 of 64 faces).
+    kept = (f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from and st.kind == "sft")
+    budget = [*QUICK, *kept] if quick else []
+    return [*preset_overrides, *budget, *overrides]
+
+
 def run_pipeline(
     out_root: str | Path,
     *,
     seed: int = 0,
     quick: bool = False,
     overrides: Sequence[str] = (),
+    preset_overrides: Sequence[str] = (),
     env: dict[str, str] | None = None,
     rounds: int = 1,
     round_init: str = "latest",
@@ -384,8 +395,10 @@ def run_pipeline(
     """Run (or resume) every stage under ``out_root``; returns the state written to ``pipeline.json``.
 
     A rerun with more ``rounds`` or more ``ablation`` stages continues a finished chain; changing ``round_init``,
-    ``round_grpo_data`` or the seed under one out root is refused (the finished stages were made with the old value). ``columns`` / ``into``
-    / ``results_command``: the results table's (:func:`_write_results`).
+    ``round_grpo_data`` or the seed under one out root is refused (the finished stages were made with the old value).
+    ``preset_overrides`` (a preset's) go first, then ``--quick``'s budget, then ``overrides``: a quick run of a preset
+    stays quick, the command line wins. ``columns`` / ``into`` / ``results_command``: the results table's
+    (:func:`_write_results`).
     """
     out_root = Path(out_root).expanduser().resolve()
     stages = build_stages(rounds, round_init, ablation, round_grpo_data)
@@ -395,11 +408,9 @@ def run_pipeline(
             raise PipelineError(
                 f"{out_root} holds a pipeline run with {key}={state[key]}; use another --out-root for {key}={value}"
             )
-    # --quick's SFT-300 has 32 samples, so the round SFTs keep those 32 teacher rows (not 300 of 64 faces).
-    kept = (f"{st.name}:dataset.keep_sft=32" for st in stages if st.data_from and st.kind == "sft")
-    budget = [*QUICK, *kept] if quick else []
-    all_overrides = [*budget, *overrides]
+    all_overrides = chain_overrides(stages, quick, preset_overrides, overrides)
     state.update(out_root=str(out_root), seed=seed, quick=quick, overrides=list(overrides), rounds=int(rounds),
+                 preset_overrides=list(preset_overrides),
                  round_init=round_init, round_grpo_data=round_grpo_data,
                  ablation=[s.name for s in ablation_stages(ablation)])  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
@@ -543,7 +554,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         for key, default in _PRESET_DEFAULTS.items():  # the command line, else the preset, else the default
             if getattr(args, key) is None:
                 setattr(args, key, preset.get(key, default))
-        args.overrides = [*preset.get("overrides", ()), *overrides]  # later overrides win (Hydra)
+        args.preset_overrides, args.overrides = (
+            preset.get("overrides", []),
+            overrides,
+        )  # later ones win (Hydra)
         build_stages(args.rounds, args.round_init, args.ablation, args.round_grpo_data)
         if args.columns:
             check_columns(args.columns)
@@ -557,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
-    kwargs = dict(quick=args.quick, overrides=args.overrides, rounds=args.rounds, round_init=args.round_init,
+    kwargs = dict(quick=args.quick, overrides=args.overrides, preset_overrides=args.preset_overrides,
+                  rounds=args.rounds, round_init=args.round_init,
                   round_grpo_data=args.round_grpo_data, ablation=args.ablation)  # fmt: skip
     # The final table (per chain, or over the seeds' chains with --seeds) is the one --columns / --into apply to.
     command = " ".join(["python -m facial_r1.pipeline", *argv])
