@@ -176,6 +176,17 @@ def test_a_different_override_is_a_different_group(tmp_path):
     ]
 
 
+def test_a_key_given_twice_is_shown_with_its_last_value(tmp_path):
+    make_run(tmp_path, "a", stage="grpo", experiment="x", seed=0,
+             overrides=("trainer.max_steps=400", "reward=a", "trainer.max_steps=600", "seed=0"))  # fmt: skip
+    make_run(
+        tmp_path, "b", stage="grpo", experiment="x", seed=1, overrides=("trainer.max_steps=600", "seed=1")
+    )
+    rows = results.collect([tmp_path])
+    assert [r["variant"] for r in rows] == ["trainer.max_steps=600", "trainer.max_steps=600"]
+    assert len(results.group_rows(rows)) == 1  # the same settings: one group of two seeds
+
+
 def test_runs_from_different_checkpoints_are_not_pooled_as_seeds(tmp_path):
     """The same command from two checkpoints (init_from is bookkeeping, left out of the variant): seeds 0 and 1 from
     each round-3 SFT would read as four seeds of one row; they are two rows, told apart by a `from` column."""

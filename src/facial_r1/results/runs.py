@@ -77,7 +77,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "seed": _select(config, "seed"),
         "split": metrics.get("split"),
         "n_eval": metrics.get("num_samples"),
-        "variant": " ".join(_normalise(o) for o in overrides if not _ignored(o)),
+        "variant": " ".join(_normalise(o) for o in _last_values(overrides) if not _ignored(o)),
         "start": start_name(_select(config, "model.init_from")),
         "judge": judge_id(metrics.get("judge")),
         "global_step": metrics.get("global_step"),
@@ -143,6 +143,13 @@ def check_one_judge(rows: Sequence[dict[str, Any]]) -> None:
 def _ignored(override: str) -> bool:
     key = override.split("=", 1)[0].lstrip("~")
     return key in _NAMED or any(key == b.rstrip(".") or key.startswith(b) for b in _BOOKKEEPING)
+
+
+def _last_values(overrides: Sequence[str]) -> list[str]:
+    """Each key once, at its last position with its last value: Hydra applies a key given twice (a pipeline stage's
+    ``grpo:trainer.max_steps=400`` then ``grpo_synth:trainer.max_steps=600``) as the last one."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    return [o for i, o in enumerate(overrides) if keys[i] not in keys[i + 1 :]]
 
 
 def _normalise(override: str) -> str:
