@@ -554,10 +554,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         for key, default in _PRESET_DEFAULTS.items():  # the command line, else the preset, else the default
             if getattr(args, key) is None:
                 setattr(args, key, preset.get(key, default))
-        args.preset_overrides, args.overrides = (
-            preset.get("overrides", []),
-            overrides,
-        )  # later ones win (Hydra)
+        # a preset's overrides go before the command line's: later ones win (Hydra)
+        args.preset_overrides = preset.get("overrides", [])
+        args.overrides = overrides
         build_stages(args.rounds, args.round_init, args.ablation, args.round_grpo_data)
         if args.columns:
             check_columns(args.columns)
