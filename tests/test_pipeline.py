@@ -238,6 +238,18 @@ def test_bad_ablation_columns_or_into_stop_before_any_stage(tmp_path, monkeypatc
     assert pipeline.main(["--out-root", str(tmp_path), "--into", f"{doc}:ablation"]) == 1
 
 
+def test_other_checkout_names_a_second_clone_but_not_this_one_or_a_plain_folder(tmp_path):
+    # A second clone that took over the editable install would otherwise run silently (main() warns with this).
+    clone = tmp_path / "clone"
+    (clone / "src" / "facial_r1").mkdir(parents=True)
+    (clone / "train.py").write_text("")
+    (clone / "src" / "facial_r1" / "pipeline.py").write_text("")
+    (clone / "conf").mkdir()
+    assert pipeline.other_checkout(clone / "conf") == clone.resolve()
+    assert pipeline.other_checkout(pipeline.REPO / "conf") is None
+    assert pipeline.other_checkout(tmp_path) is None
+
+
 def test_round2_refuses_an_empty_round(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "counts": {"accepted": 0}}))
     with pytest.raises(PipelineError, match="accepted no sample"):

@@ -565,10 +565,31 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def other_checkout(cwd: str | Path) -> Path | None:
+    """The facial_r1 checkout holding ``cwd`` when it is not the one this module (and so every stage) runs from.
+
+    ``pip install -e`` points ``facial_r1`` at one checkout; a second clone (a CI run, a colleague's branch) installed
+    later takes it over, and ``python -m facial_r1.pipeline`` started in the first checkout then runs the second's
+    code, stages included. Returns None when ``cwd`` is in no checkout or in this one.
+    """
+    for folder in (Path(cwd).resolve(), *Path(cwd).resolve().parents):
+        if (folder / "train.py").is_file() and (folder / "src" / "facial_r1" / "pipeline.py").is_file():
+            return None if folder == REPO else folder
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    elsewhere = other_checkout(Path.cwd())
+    if elsewhere is not None:
+        log.warning(
+            "running the code of %s (where facial_r1 is installed), not of the checkout you are in (%s); "
+            "run `pip install -e .` here to use this one",
+            REPO,
+            elsewhere,
+        )
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     kwargs = dict(quick=args.quick, overrides=args.overrides, preset_overrides=args.preset_overrides,
                   rounds=args.rounds, round_init=args.round_init,
