@@ -166,11 +166,15 @@ def ablation_stages(spec: str | Sequence[str] | None) -> tuple[Stage, ...]:
     return tuple(s for s in ABLATION if s.name in names)  # table order, whatever the order asked
 
 
+# The chain's shape when neither the command line nor a preset sets it (build_stages, run_pipeline and the CLI).
+CHAIN_DEFAULTS: dict[str, Any] = {"rounds": 1, "round_init": "latest", "round_grpo_data": "train"}
+
+
 def build_stages(
-    rounds: int = 1,
-    round_init: str = "latest",
+    rounds: int = CHAIN_DEFAULTS["rounds"],
+    round_init: str = CHAIN_DEFAULTS["round_init"],
     ablation: str | Sequence[str] | None = None,
-    round_grpo_data: str = "train",
+    round_grpo_data: str = CHAIN_DEFAULTS["round_grpo_data"],
 ) -> tuple[Stage, ...]:
     """SFT-300 -> GRPO -> [synthesise -> SFT -> GRPO] x ``rounds``; each round's SFT starts from ``round_init``,
     each round's GRPO prompts with ``round_grpo_data``; then the ``ablation`` stages (:func:`ablation_stages`)."""
@@ -384,10 +388,10 @@ def run_pipeline(
     overrides: Sequence[str] = (),
     preset_overrides: Sequence[str] = (),
     env: dict[str, str] | None = None,
-    rounds: int = 1,
-    round_init: str = "latest",
+    rounds: int = CHAIN_DEFAULTS["rounds"],
+    round_init: str = CHAIN_DEFAULTS["round_init"],
     ablation: str | Sequence[str] | None = None,
-    round_grpo_data: str = "train",
+    round_grpo_data: str = CHAIN_DEFAULTS["round_grpo_data"],
     columns: Sequence[str] | None = None,
     into: Sequence[str] = (),
     results_command: str = "",
@@ -480,7 +484,6 @@ def _write_results(
 # ---- presets: a recipe's settings in one file -----------------------------------------------------------------------
 
 PRESETS = REPO / "conf" / "pipeline"
-_PRESET_DEFAULTS = {"rounds": 1, "round_init": "latest", "round_grpo_data": "train"}
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -493,7 +496,7 @@ def load_preset(name: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml"))) or "none"
         raise PipelineError(f"preset={name}: {path} does not exist (presets: {known})")
     data = yaml.safe_load(path.read_text()) or {}
-    allowed = {*_PRESET_DEFAULTS, "overrides"}
+    allowed = {*CHAIN_DEFAULTS, "overrides"}
     if not isinstance(data, dict) or set(data) - allowed:
         raise PipelineError(f"{path}: a mapping of {', '.join(sorted(allowed))} only")
     overrides = data.get("overrides") or []
@@ -551,7 +554,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     try:
         preset = load_preset(args.preset) if args.preset else {}
-        for key, default in _PRESET_DEFAULTS.items():  # the command line, else the preset, else the default
+        for key, default in CHAIN_DEFAULTS.items():  # the command line, else the preset, else the default
             if getattr(args, key) is None:
                 setattr(args, key, preset.get(key, default))
         # a preset's overrides go before the command line's: later ones win (Hydra)
