@@ -168,9 +168,20 @@ def test_preset_sets_the_chain_and_goes_before_the_command_lines_overrides(tmp_p
     monkeypatch.setattr(pipeline, "PRESETS", tmp_path)
     (tmp_path / "bad.yaml").write_text("rounds: 2\nlr: 1\n")
     with pytest.raises(
-        PipelineError, match="a mapping of overrides, round_grpo_data, round_init, rounds only"
+        PipelineError, match="a mapping of extends, overrides, round_grpo_data, round_init, rounds only"
     ):
         pipeline.load_preset("bad")
+    # extends: the parent's keys and overrides, then the child's (which win); a loop is refused
+    (tmp_path / "parent.yaml").write_text("rounds: 3\nround_init: base\noverrides:\n  - a=1\n  - b=2\n")
+    (tmp_path / "child.yaml").write_text("extends: parent\nrounds: 2\noverrides:\n  - b=3\n")
+    assert pipeline.load_preset("child") == {
+        "rounds": 2,
+        "round_init": "base",
+        "overrides": ["a=1", "b=2", "b=3"],
+    }
+    (tmp_path / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(PipelineError, match="loop"):
+        pipeline.load_preset("loop")
     (tmp_path / "braces.yaml").write_text("overrides:\n  - synth:generation.retry={do_sample: true}\n")
     with pytest.raises(PipelineError, match="quote"):
         pipeline.load_preset("braces")

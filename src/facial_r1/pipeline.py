@@ -486,23 +486,29 @@ def _write_results(
 PRESETS = REPO / "conf" / "pipeline"
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """``conf/pipeline/<name>.yaml``: ``rounds`` / ``round_init`` / ``round_grpo_data`` and ``overrides`` (a list,
-    as after ``--``), so a measured recipe runs as ``preset=<name>`` instead of a screenful of overrides."""
+    as after ``--``), so a measured recipe runs as ``preset=<name>`` instead of a screenful of overrides.
+
+    ``extends: <other>`` starts from that preset: its keys unless this file sets them, its overrides then this file's
+    (later ones win), so a variant of a measured recipe names only what it changes."""
     import yaml
 
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml"))) or "none"
         raise PipelineError(f"preset={name}: {path} does not exist (presets: {known})")
+    if name in _seen:
+        raise PipelineError(f"{path}: presets extend each other in a loop ({' -> '.join((*_seen, name))})")
     data = yaml.safe_load(path.read_text()) or {}
-    allowed = {*CHAIN_DEFAULTS, "overrides"}
+    allowed = {*CHAIN_DEFAULTS, "overrides", "extends"}
     if not isinstance(data, dict) or set(data) - allowed:
         raise PipelineError(f"{path}: a mapping of {', '.join(sorted(allowed))} only")
-    overrides = data.get("overrides") or []
+    overrides = data.pop("overrides", None) or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise PipelineError(f"{path}: overrides must be a list of key=value strings (quote ones with braces)")
-    return {**data, "overrides": overrides}
+    parent = load_preset(str(data.pop("extends")), (*_seen, name)) if "extends" in data else {"overrides": []}
+    return {**parent, **data, "overrides": [*parent["overrides"], *overrides]}
 
 
 # ---- command line -------------------------------------------------------------------------------------------------
