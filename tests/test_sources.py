@@ -289,6 +289,31 @@ def test_synthfaces_renders_once_and_reuses(tmp_path):
     assert SynthFacesSource(cache_dir=tmp_path, n_test=4, image_size=32).split_dir("test") != folder
 
 
+def test_synthfaces_split_asked_for_by_two_processes_at_once_is_rendered_once(tmp_path, monkeypatch):
+    """Seeds side by side used to render one split into one temporary file together; the second now waits on the
+    folder's lock and then finds the split complete."""
+    import threading
+
+    from facial_r1.data import synthfaces
+    from facial_r1.files import exclusive_lock
+
+    rendered = []
+    monkeypatch.setattr(synthfaces, "export_split", lambda *a, **k: rendered.append(a))
+    source = SynthFacesSource(cache_dir=tmp_path, n_test=3, image_size=32, progress=False)
+    folder = source.split_dir("test")
+    folder.mkdir(parents=True)
+    with exclusive_lock(folder / ".render.lock"):  # "the other process", mid-render
+        waiter = threading.Thread(target=source.materialise, args=("test",))
+        waiter.start()
+        waiter.join(timeout=0.5)
+        assert waiter.is_alive()  # blocked on the lock, not rendering beside it
+        (folder / "test.jsonl").write_text("")  # the other process finishes
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and rendered == []
+    source.materialise("val")  # a free split still renders
+    assert len(rendered) == 1
+
+
 def test_every_entry_point_builds_its_dataset_through_build_source():
     """One way to build a data source (``build_source``: instantiate + the missing-root and type checks)."""
     import re

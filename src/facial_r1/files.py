@@ -1,4 +1,6 @@
-"""Atomic file writes: the one way this package writes a JSON (or any text) file that another process may read.
+"""Atomic file writes, and a lock for "build it unless it exists" across processes.
+
+Atomic writes: the one way this package writes a JSON (or any text) file that another process may read.
 
 The text goes to a uniquely named temporary file beside the target (``tempfile.mkstemp``), then ``os.replace`` puts
 it in place: a reader sees the old file or the new one, never half of one, and concurrent writers of the same path
@@ -7,9 +9,11 @@ it in place: a reader sees the old file or the new one, never half of one, and c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +36,21 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
     """``obj`` as JSON (non-ASCII kept, unknown types as ``str``), written atomically; returns the path."""
     return write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (created if missing) for the ``with`` block, waiting while another process
+    holds it. Makes "build it unless it exists" safe across processes: check again once the lock is held.
+    Without ``fcntl`` (Windows) it holds nothing: one process per cache folder there."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -18,6 +18,7 @@ from typing import Any
 
 from facial_r1.data.sources.base import LoadReport, Source, default_cache_dir
 from facial_r1.data.sources.jsonl import FacialR1JsonlSource
+from facial_r1.files import exclusive_lock
 
 
 class SynthFacesSource(Source):
@@ -71,16 +72,23 @@ class SynthFacesSource(Source):
         return self.root / digest
 
     def materialise(self, split: str) -> Path:
-        """Render ``split`` unless its cache folder is complete; returns the folder."""
-        folder = self.split_dir(split)
-        if not (folder / f"{split}.jsonl").is_file():
-            from facial_r1.data.synthfaces import export_split
+        """Render ``split`` unless its cache folder is complete; returns the folder.
 
-            folder.mkdir(parents=True, exist_ok=True)
-            export_split(
-                folder, split, self.sizes[split], self.seed, self.generator_config(), describe=None,
-                progress=self.progress,
-            )  # fmt: skip
+        Processes that ask for the same split at once (seeds side by side, a parallel multirun) render it once: the
+        others wait on the folder's lock, then find it complete."""
+        folder = self.split_dir(split)
+        done = folder / f"{split}.jsonl"
+        if done.is_file():
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(folder / ".render.lock"):
+            if not done.is_file():
+                from facial_r1.data.synthfaces import export_split
+
+                export_split(
+                    folder, split, self.sizes[split], self.seed, self.generator_config(), describe=None,
+                    progress=self.progress,
+                )  # fmt: skip
         return folder
 
     def _collect(self, split: str, report: LoadReport) -> list[dict[str, Any]]:
