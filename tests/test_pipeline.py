@@ -429,3 +429,10 @@ def test_sft_all_noisy_experiment_trains_on_every_image_with_the_noisy_teacher(
     assert used > 32  # every labelled image of the 64, not a sample of them
     (row,) = results.collect([tmp_path])
     assert (row["experiment"], row["stage"]) == ("sft_all_noisy", "sft")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in pipeline.PRESETS.glob("*.yaml")))
+def test_every_shipped_preset_loads_and_its_overrides_reach_known_stages(name):
+    args = pipeline.parse_args([f"preset={name}"])
+    stages = pipeline.build_stages(args.rounds, args.round_init, None, args.round_grpo_data)
+    assert pipeline.chain_overrides(list(stages), False, args.preset_overrides, args.overrides)
