@@ -435,4 +435,5 @@ def test_sft_all_noisy_experiment_trains_on_every_image_with_the_noisy_teacher(
 def test_every_shipped_preset_loads_and_its_overrides_reach_known_stages(name):
     args = pipeline.parse_args([f"preset={name}"])
     stages = pipeline.build_stages(args.rounds, args.round_init, None, args.round_grpo_data)
-    assert pipeline.chain_overrides(list(stages), False, args.preset_overrides, args.overrides)
+    every = pipeline.chain_overrides(list(stages), False, args.preset_overrides, args.overrides)
+    assert every and all(stage_overrides(s, every) is not None for s in stages)  # unknown selectors raise
