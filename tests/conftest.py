@@ -27,6 +27,17 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core this process may use, at most 8.
+
+    Every process here runs one torch thread, so a serial run leaves all but one core idle (the suite's wall time
+    is its CPU time). The cores come from the affinity mask, not the host's count, which a container may exceed.
+    Past ~8 workers the suite is bound by its longest tests (~3 min each) and every worker renders its own caches.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The test machine has 2 shared cores: PyTorch's default thread pool oversubscribes them and makes the tiny
     # model ~20x slower. Subprocesses get OMP_NUM_THREADS=1 from ``subprocess_env``.

@@ -1,6 +1,6 @@
 """The vLLM rollout engine against the project's ``hf`` engine (``Qwen25VLAdapter``) on the tiny model.
 
-Run in the vLLM environment: ``OMP_NUM_THREADS=1 .venv-vllm/bin/python -m pytest tests/vllm_rollout -m vllm -x -q``.
+Run in the vLLM environment: ``OMP_NUM_THREADS=1 .venv-vllm/bin/python -m pytest tests/vllm_rollout -m vllm -x -q -n 0``.
 Skipped where vLLM is not installed (the main environment).
 """
 

@@ -1,7 +1,7 @@
 """``rollout=vllm`` with the second family: the tiny Qwen3-VL served by vLLM (the plugin's image-only
 ``Qwen3VLProcessor``) against the ``hf`` engine on the same folder - greedy tokens, log-probs, weight sync.
 
-Run in the vLLM environment: ``OMP_NUM_THREADS=1 .venv-vllm/bin/python -m pytest tests/vllm_rollout -m vllm -q``.
+Run in the vLLM environment: ``OMP_NUM_THREADS=1 .venv-vllm/bin/python -m pytest tests/vllm_rollout -m vllm -q -n 0``.
 """
 
 from __future__ import annotations
