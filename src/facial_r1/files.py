@@ -39,17 +39,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an advisory lock on ``path`` (created if missing) for the ``with`` block, waiting while another process
-    holds it. Makes "build it unless it exists" safe across processes: check again once the lock is held.
-    Without ``fcntl`` (Windows) it holds nothing: one process per cache folder there."""
+def exclusive_lock(path: str | os.PathLike, *, wait: bool = True) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (created if missing) for the ``with`` block.
+
+    ``wait=True`` waits while another process holds it: makes "build it unless it exists" safe across processes
+    (check again once the lock is held). ``wait=False`` raises ``BlockingIOError`` at once instead: "one writer per
+    folder" (the synthesis store). Without ``fcntl`` (Windows) it holds nothing: one process per folder there.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

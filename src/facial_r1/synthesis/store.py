@@ -15,6 +15,7 @@ continue without duplicating or losing an accepted sample. So:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from facial_r1.data.schema import DataError
-from facial_r1.files import write_json_atomic
+from facial_r1.files import exclusive_lock, write_json_atomic
 from facial_r1.synthesis.checks import CHECKS
 
 log = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class RunStore:
         self.finished: set[str] = set()
         self.tally = Tally()
         self._handles: dict[str, Any] = {}
-        self._lock: Any = None
+        self._lock: contextlib.ExitStack | None = None
 
     def __enter__(self) -> RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +263,7 @@ class RunStore:
             handle.close()
         self._handles.clear()
         if self._lock is not None:
-            self._lock.close()  # closing the descriptor releases the lock
+            self._lock.close()  # releases the lock
             self._lock = None
 
     def recover(self) -> None:
@@ -296,17 +297,13 @@ class RunStore:
         write_json_atomic(self.manifest_path, manifest)
 
     def _acquire_lock(self) -> None:
+        """One writer per run folder: a second process is refused at once, not queued behind the first."""
+        stack = contextlib.ExitStack()
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no advisory locks, run one process per folder
-            return
-        handle = open(self.run_dir / LOCK, "w")  # noqa: SIM115 - held for the life of the store
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            handle.close()
+            stack.enter_context(exclusive_lock(self.run_dir / LOCK, wait=False))
+        except BlockingIOError as err:
             raise RuntimeError(f"another synthesize process is writing to {self.run_dir}") from err
-        self._lock = handle
+        self._lock = stack
 
 
 def _fsync_dir(path: Path) -> None:
