@@ -1,9 +1,9 @@
 """Shared test setup: one thread per process, offline hubs and W&B, and session fixtures around the tiny model.
 
 The tiny model (random vision tower: ``warm_start_steps=0``, built in well under a second) is written once per test
-session into a temporary cache; ``make_adapter`` loads it through the same adapter a real checkpoint folder uses.
-Subprocess runs of ``train.py`` point ``FACIAL_R1_CACHE`` at the same cache (``tiny_cache``), so they reuse the build
-and the rendered SynthFACS splits instead of rebuilding them.
+session (per xdist worker: ``pytest`` runs one per core) into a temporary cache; ``make_adapter`` loads it through
+the same adapter a real checkpoint folder uses. Subprocess runs of ``train.py`` point ``FACIAL_R1_CACHE`` at the same
+cache (``tiny_cache``), so they reuse the build and the rendered SynthFACS splits instead of rebuilding them.
 """
 
 from __future__ import annotations
